@@ -1,0 +1,23 @@
+"""predictq's producer side: the job contract, the client and the submit commands."""
+
+from registry import InvalidInput, JobNotFound, JobTimeout, ModelNotFound, PredictqError
+
+from .client import Client
+from .contract import FINAL_STATUSES, TASK_NAME, JobError, JobRequest, JobResult, JobStatus
+from .validation import validate_rows
+
+__all__ = [
+    "FINAL_STATUSES",
+    "TASK_NAME",
+    "Client",
+    "InvalidInput",
+    "JobError",
+    "JobNotFound",
+    "JobRequest",
+    "JobResult",
+    "JobStatus",
+    "JobTimeout",
+    "ModelNotFound",
+    "PredictqError",
+    "validate_rows",
+]

@@ -1,0 +1,99 @@
+"""``predictq submit`` and ``predictq result``: the producer commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from registry import DEFAULT_ALIAS, InvalidInput
+
+from .client import Client
+
+console = Console()
+
+
+def _read_csv(path: Path) -> list[Any]:
+    """Rows of a CSV file: records when its first line is a header, else lists of numbers."""
+    with open(path, newline="", encoding="utf-8") as f:
+        lines = [line for line in csv.reader(f) if line]
+    if not lines:
+        raise InvalidInput(f"{path} has no rows")
+
+    def number(cell: str, where: str) -> float:
+        try:
+            return float(cell)
+        except ValueError as e:
+            raise InvalidInput(f"{path} {where}: {cell!r} is not a number") from e
+
+    try:
+        [float(c) for c in lines[0]]
+        header = None
+    except ValueError:
+        header = [c.strip() for c in lines[0]]
+        lines = lines[1:]
+    if header is None:
+        return [[number(c, f"line {i + 1}") for c in line] for i, line in enumerate(lines)]
+    return [
+        {h: number(c, f"line {i + 2} column {h!r}") for h, c in zip(header, line, strict=False)}
+        for i, line in enumerate(lines)
+    ]
+
+
+def submit(
+    name: str = typer.Argument(help="Model name."),
+    rows: str | None = typer.Option(None, "--rows", help="JSON rows: [[1, 2], ...] or records."),
+    file: Path | None = typer.Option(
+        None,
+        "--file",
+        exists=True,
+        dir_okay=False,
+        help="CSV to score in bulk (header row = feature names).",
+    ),
+    rows_per_job: int = typer.Option(
+        1000, "--rows-per-job", min=1, help="With --file: rows per job."
+    ),
+    version: int | None = typer.Option(None, "--version", "-v", help="Pin a version."),
+    alias: str = typer.Option(DEFAULT_ALIAS, "--alias", "-a"),
+    probabilities: bool = typer.Option(False, "--probabilities", "-p"),
+    job_id: str | None = typer.Option(None, "--job-id", help="Idempotency key (with --rows)."),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Wait and print the results."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds --wait waits."),
+) -> None:
+    """Submit prediction jobs; prints job IDs, or the results with --wait."""
+    if (rows is None) == (file is None):
+        raise InvalidInput("give exactly one of --rows JSON or --file CSV")
+    client = Client()
+    if rows is not None:
+        try:
+            parsed = json.loads(rows)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"--rows is not valid JSON: {e}") from e
+        ids = [client.submit(name, parsed, version=version, alias=alias, job_id=job_id,
+                             probabilities=probabilities)]  # fmt: skip
+    else:
+        assert file is not None
+        data = _read_csv(file)
+        jobs = [data[i : i + rows_per_job] for i in range(0, len(data), rows_per_job)]
+        ids = client.submit_many(name, jobs, version=version, alias=alias,
+                                 probabilities=probabilities)  # fmt: skip
+    if not wait:
+        for i in ids:
+            typer.echo(i)
+        return
+    for result in client.wait_many(ids, timeout=timeout):
+        typer.echo(result.model_dump_json())
+
+
+def result(
+    job_id: str = typer.Argument(help="Job ID."),
+    wait: float | None = typer.Option(None, "--wait", help="Wait up to SECONDS for the end."),
+) -> None:
+    """Print a job's record as JSON."""
+    client = Client()
+    found = client.wait(job_id, timeout=wait) if wait else client.result(job_id)
+    typer.echo(found.model_dump_json())

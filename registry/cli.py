@@ -1,0 +1,132 @@
+"""``predictq models ...``: the registry commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InvalidInput
+from .registry import DEFAULT_ALIAS, Registry
+
+app = typer.Typer(help="Register, promote, roll back and inspect model versions.",
+                  no_args_is_help=True)  # fmt: skip
+console = Console()
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{what} {item!r} must look like KEY=VALUE")
+        out[key] = value
+    return out
+
+
+@app.command()
+def register(
+    name: str = typer.Argument(help="Model name."),
+    path: Path = typer.Argument(
+        help="A fitted estimator saved with joblib.dump.", exists=True, dir_okay=False
+    ),
+    promote: bool = typer.Option(False, "--promote", help="Promote the new version at once."),
+    alias: str = typer.Option(DEFAULT_ALIAS, "--alias", help="Alias --promote moves."),
+    description: str | None = typer.Option(None, "--description", "-d"),
+    tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable."),
+    metric: list[str] = typer.Option([], "--metric", help="KEY=NUMBER, repeatable."),
+) -> None:
+    """Register a joblib file as the next version of NAME."""
+    metrics_raw = _pairs(metric, "metric")
+    try:
+        metrics = {k: float(v) for k, v in metrics_raw.items()}
+    except ValueError as e:
+        raise InvalidInput(f"metric values must be numbers: {e}") from e
+    meta = Registry().register(
+        name, path, promote=promote, alias=alias, description=description,
+        tags=_pairs(tag, "tag"), metrics=metrics,
+    )  # fmt: skip
+    promoted = f" and promoted to {alias!r}" if promote else ""
+    console.print(f"registered [bold]{name}[/] v{meta.version} (sha256 {meta.sha256[:12]}...)"
+                  f"{promoted}")  # fmt: skip
+
+
+@app.command("list")
+def list_models() -> None:
+    """List every model with its versions and aliases."""
+    reg = Registry()
+    table = Table("model", "versions", "aliases", "latest")
+    for name in reg.models():
+        versions = reg.versions(name)
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(reg.aliases(name).items()))
+        latest = versions[-1] if versions else None
+        table.add_row(
+            name,
+            str(len(versions)),
+            aliases or "-",
+            f"v{latest.version} {latest.created_at:%Y-%m-%d %H:%M}" if latest else "-",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: str = typer.Argument(help="Model name."),
+    version: int | None = typer.Argument(None, help="A version; all versions when omitted."),
+) -> None:
+    """Show a model's versions, aliases and history, or one version's full metadata."""
+    reg = Registry()
+    if version is not None:
+        console.print_json(reg.get(name, version=version).model_dump_json())
+        return
+    aliases = reg.aliases(name)
+    table = Table("version", "aliases", "estimator", "features", "sha256", "created", "metrics")
+    for meta in reg.versions(name):
+        on = ", ".join(a for a, v in aliases.items() if v == meta.version)
+        table.add_row(
+            str(meta.version), on or "-", meta.signature.estimator.rsplit(".", 1)[-1],
+            str(meta.signature.n_features), meta.sha256[:12],
+            f"{meta.created_at:%Y-%m-%d %H:%M:%S}",
+            ", ".join(f"{k}={v:g}" for k, v in meta.metrics.items()) or "-",
+        )  # fmt: skip
+    console.print(table)
+    history = reg.history(name)[-10:]
+    if history:
+        hist = Table("when", "action", "alias", "from", "to", "who", title="promotion history")
+        for e in history:
+            hist.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.alias,
+                         f"v{e.from_version}" if e.from_version else "-", f"v{e.to_version}",
+                         e.who)  # fmt: skip
+        console.print(hist)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(help="Model name."),
+    version: int = typer.Argument(help="Version to promote."),
+    alias: str = typer.Option(DEFAULT_ALIAS, "--alias", "-a"),
+) -> None:
+    """Point ALIAS at VERSION; running workers switch without a restart."""
+    Registry().promote(name, version, alias=alias)
+    console.print(f"{name} {alias!r} -> v{version}")
+
+
+@app.command()
+def rollback(
+    name: str = typer.Argument(help="Model name."),
+    alias: str = typer.Option(DEFAULT_ALIAS, "--alias", "-a"),
+) -> None:
+    """Point ALIAS back at the version it had before its last promotion."""
+    meta = Registry().rollback(name, alias=alias)
+    console.print(f"{name} {alias!r} rolled back to v{meta.version}")
+
+
+@app.command()
+def rebuild() -> None:
+    """Restore versions, aliases and history into Redis from the artifact store."""
+    reg = Registry()
+    count = reg.rebuild()
+    console.print(f"restored {count} version(s) of {len(reg.models())} model(s) "
+                  f"from {reg.store.root}")  # fmt: skip

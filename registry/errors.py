@@ -1,0 +1,108 @@
+"""predictq's one error hierarchy.
+
+Each class carries a stable ``code`` (the result record's ``error.code``) and the HTTP status
+the gateway answers with, so one name means the same thing in Python, in Redis and over HTTP.
+"""
+
+from __future__ import annotations
+
+
+class PredictqError(Exception):
+    """Raised when predictq cannot do what was asked; the root of every predictq error."""
+
+    code: str = "internal"
+    http_status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.model = model
+        self.version = version
+        self.job_id = job_id
+
+    def to_dict(self) -> dict[str, str]:
+        """The ``{code, message}`` shape a result record stores."""
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidInput(PredictqError):
+    """Raised when job input does not match the model's signature or the input limits."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class InvalidName(InvalidInput):
+    """Raised when a model or alias name has characters predictq does not allow."""
+
+
+class ModelNotFound(PredictqError):
+    """Raised when a model, version or alias does not exist in the registry."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
+class NothingToRollBack(PredictqError):
+    """Raised when an alias has no earlier version to roll back to."""
+
+    code = "nothing_to_roll_back"
+    http_status = 409
+
+
+class IntegrityError(PredictqError):
+    """Raised when an artifact's SHA-256 does not match the one the registry recorded."""
+
+    code = "integrity_error"
+    http_status = 500
+
+
+class JobNotFound(PredictqError):
+    """Raised when a job ID was never submitted or its record has expired."""
+
+    code = "job_not_found"
+    http_status = 404
+
+
+class JobTimeout(PredictqError):
+    """Raised when a job ran past its time limit, or a wait ran out before the job finished."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class WorkerLost(PredictqError):
+    """Raised when a job kept killing the worker process that ran it."""
+
+    code = "worker_lost"
+    http_status = 500
+
+
+class RedisUnavailable(PredictqError):
+    """Raised when no Redis answers and predictq cannot start its embedded one."""
+
+    code = "redis_unavailable"
+    http_status = 503
+
+
+ERROR_CODES: dict[str, type[PredictqError]] = {
+    cls.code: cls
+    for cls in (
+        PredictqError,
+        InvalidInput,
+        ModelNotFound,
+        NothingToRollBack,
+        IntegrityError,
+        JobNotFound,
+        JobTimeout,
+        WorkerLost,
+        RedisUnavailable,
+    )
+}

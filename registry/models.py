@@ -1,0 +1,56 @@
+"""The registry's data model: a version's metadata and a promotion event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Signature(BaseModel):
+    """What a fitted estimator expects and answers, read off it at registration."""
+
+    n_features: int = Field(description="n_features_in_: columns every input row must have.")
+    feature_names: list[str] | None = Field(
+        None, description="feature_names_in_, when the model was fitted on named columns."
+    )
+    classes: list[Any] | None = Field(None, description="classes_, for classifiers.")
+    has_predict_proba: bool = Field(description="Whether the estimator has predict_proba.")
+    estimator: str = Field(description="The estimator's class, as module.Class.")
+
+
+class Environment(BaseModel):
+    """Library versions the artifact was saved with."""
+
+    python: str
+    sklearn: str
+    numpy: str
+    joblib: str
+
+
+class ModelVersion(BaseModel):
+    """One registered version of a model, as stored in Redis and in the artifact store."""
+
+    name: str
+    version: int
+    sha256: str = Field(description="SHA-256 of the artifact's bytes; checked before loading.")
+    size: int = Field(description="Artifact size in bytes.")
+    signature: Signature
+    environment: Environment
+    created_at: datetime
+    created_by: str
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class PromotionEvent(BaseModel):
+    """One entry of an alias's promotion history: who moved it, when, from and to."""
+
+    action: str = Field(description="'promote' or 'rollback'.")
+    alias: str
+    from_version: int | None
+    to_version: int
+    who: str
+    at: datetime

@@ -1,0 +1,78 @@
+"""The one settings object, read from ``PREDICTQ_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "predictq"
+
+
+class Settings(BaseSettings):
+    """Every predictq knob, with its default, in one place."""
+
+    model_config = SettingsConfigDict(env_prefix="PREDICTQ_", extra="ignore")
+
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL (redis:// or rediss://, may hold a password). "
+        "Unset: use the local embedded Redis, starting it when none answers.",
+    )
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data directory for the embedded Redis and the default artifact store.",
+    )
+    artifact_dir: Path | None = Field(
+        None,
+        description="Artifact store directory (a shared mount for multi-host workers). "
+        "Default: <home>/artifacts.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Local cache of verified artifacts, keyed by SHA-256, for workers that "
+        "read a remote/shared store. Unset: read the store directly.",
+    )
+    embedded_port: int = Field(6379, description="Port of the embedded Redis on 127.0.0.1.")
+    queue: str = Field("predictq", description="Celery queue that prediction jobs go to.")
+    result_ttl: int = Field(
+        86_400, gt=0, description="Seconds a job record and its result live after submission."
+    )
+    max_rows: int = Field(10_000, gt=0, description="Most input rows one job may carry.")
+    models: str = Field(
+        "",
+        description="Comma-separated model names a worker preloads; empty means every "
+        "model that has a promoted version.",
+    )
+    model_cache_size: int = Field(
+        4, ge=1, description="Loaded versions a worker process keeps beyond those it serves."
+    )
+    alias_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long a client trusts its cached alias-to-version lookup "
+        "for early validation; the worker always resolves aliases afresh.",
+    )
+    actor: str | None = Field(
+        None, description="Name recorded as 'who' in the promotion history (default user@host)."
+    )
+
+    @property
+    def artifact_path(self) -> Path:
+        """The artifact store directory, defaulting under ``home``."""
+        return self.artifact_dir or self.home / "artifacts"
+
+    @property
+    def served_models(self) -> list[str]:
+        """The model names from ``models``, parsed."""
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,160 @@
+"""The artifact store: content-addressed blobs plus JSON manifests, the registry's durable copy.
+
+Layout under the root directory (a local path, or a mount shared by every worker host)::
+
+    blobs/ab/abcdef...           artifact bytes, named by their SHA-256
+    models/{name}/{version}.json ModelVersion manifest (created exclusively: it reserves the number)
+    models/{name}/aliases.json   last known alias -> version map
+    models/{name}/history.jsonl  promotion history, one event per line
+
+Redis holds the live copy; everything here is enough to rebuild it after Redis is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .errors import IntegrityError, ModelNotFound
+from .models import ModelVersion, PromotionEvent
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ArtifactStore:
+    """Content-addressed artifact blobs and version manifests in one directory tree."""
+
+    def __init__(self, root: Path, cache_dir: Path | None = None) -> None:
+        self.root = Path(root)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / sha256[:2] / sha256
+
+    def put_file(self, src: Path) -> tuple[str, int]:
+        """Copy ``src`` into the store under its SHA-256; returns (sha256, size)."""
+        digest = hashlib.sha256()
+        size = 0
+        tmp_dir = self.root / "blobs"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".tmp-")
+        try:
+            with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            sha = digest.hexdigest()
+            dest = self.blob_path(sha)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return sha, size
+
+    def read_verified(self, sha256: str, *, model: str, version: int) -> bytes:
+        """The artifact's bytes, only after their SHA-256 matched the registry's."""
+        if self.cache_dir is not None:
+            cached = self.cache_dir / sha256
+            with contextlib.suppress(FileNotFoundError):
+                data = cached.read_bytes()
+                if sha256_of(data) == sha256:
+                    return data
+                log.warning("dropping corrupt cached artifact %s", cached)
+        try:
+            data = self.blob_path(sha256).read_bytes()
+        except FileNotFoundError as e:
+            raise ModelNotFound(
+                f"artifact of {model} v{version} is missing from the store at {self.root}: "
+                "point PREDICTQ_ARTIFACT_DIR at the store it was registered in",
+                model=model,
+                version=version,
+            ) from e
+        actual = sha256_of(data)
+        if actual != sha256:
+            raise IntegrityError(
+                f"artifact of {model} v{version} has SHA-256 {actual[:12]}..., the registry "
+                f"recorded {sha256[:12]}...; it was not loaded. Re-register the model from a "
+                "trusted copy",
+                model=model,
+                version=version,
+            )
+        if self.cache_dir is not None:
+            _atomic_write(self.cache_dir / sha256, data)
+        return data
+
+    def _model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def reserve(self, meta: ModelVersion) -> bool:
+        """Write ``meta``'s manifest exclusively; False when that version number is taken."""
+        path = self._model_dir(meta.name) / f"{meta.version}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(meta.model_dump_json(indent=2))
+        except FileExistsError:
+            return False
+        return True
+
+    def manifests(self) -> Iterator[ModelVersion]:
+        """Every readable version manifest in the store."""
+        for path in sorted((self.root / "models").glob("*/*.json")):
+            if not path.stem.isdigit():
+                continue
+            try:
+                yield ModelVersion.model_validate_json(path.read_bytes())
+            except (OSError, ValidationError) as e:
+                log.warning("skipping unreadable manifest %s: %s", path, e)
+
+    def save_aliases(self, name: str, aliases: dict[str, int]) -> None:
+        _atomic_write(self._model_dir(name) / "aliases.json", json.dumps(aliases).encode())
+
+    def load_aliases(self, name: str) -> dict[str, int]:
+        try:
+            data = json.loads((self._model_dir(name) / "aliases.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {str(k): int(v) for k, v in data.items()}
+
+    def append_history(self, name: str, event: PromotionEvent) -> None:
+        path = self._model_dir(name) / "history.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(event.model_dump_json() + "\n")
+
+    def load_history(self, name: str) -> list[PromotionEvent]:
+        try:
+            lines = (self._model_dir(name) / "history.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [PromotionEvent.model_validate_json(line) for line in lines if line.strip()]

@@ -1,0 +1,48 @@
+"""The Celery application, configured from the one settings object with safe defaults."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from celery import Celery
+
+from registry import Settings
+
+celery_app = Celery("predictq")
+
+
+def celery_config(broker_url: str, settings: Settings) -> dict[str, Any]:
+    """Celery settings for predictq; every choice here is deliberate (see the README)."""
+    config: dict[str, Any] = {
+        "broker_url": broker_url,
+        # JSON only: a pickle message is refused before its payload is ever deserialised.
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "result_accept_content": ["json"],
+        # Results live in predictq's own job records, not in Celery's result backend.
+        "task_ignore_result": True,
+        "task_default_queue": settings.queue,
+        # Acknowledge after the job ran, and requeue when the process running it dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 4,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+    if broker_url.startswith("rediss://") and "ssl_cert_reqs" not in broker_url:
+        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return config
+
+
+def configure(broker_url: str, settings: Settings) -> Celery:
+    """Point the app at ``broker_url``; done at start-up so that importing starts no Redis."""
+    celery_app.conf.update(celery_config(broker_url, settings))
+    # Importing registers the task and the lifecycle signal handlers.
+    from . import lifecycle, tasks  # noqa: F401
+
+    return celery_app

@@ -1,0 +1,132 @@
+"""The ``predictq`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from producer import cli as producer_cli
+from registry import PredictqError, Registry, get_settings, keys
+from registry import cli as registry_cli
+from registry.connection import resolve_url
+from registry.embedded import stop_embedded
+
+app = typer.Typer(help="predictq: asynchronous predictions for scikit-learn models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app.add_typer(registry_cli.app, name="models")
+app.command()(producer_cli.submit)
+app.command()(producer_cli.result)
+redis_app = typer.Typer(help="The embedded local Redis.", no_args_is_help=True)
+app.add_typer(redis_app, name="redis")
+console = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def demo() -> None:
+    """Fit, register and promote a model, start a worker, submit jobs, hot-swap to v2."""
+    from .demo import run
+
+    run(get_settings(), console)
+
+
+@app.command()
+def worker(
+    concurrency: int = typer.Option(
+        os.cpu_count() or 1, "--concurrency", "-c", min=1, help="Worker processes."
+    ),
+    pool: str = typer.Option("prefork", "--pool", "-P", help="Celery pool: prefork or solo."),
+    loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
+    hostname: str | None = typer.Option(None, "--hostname", "-n", help="Node name."),
+) -> None:
+    """Start a Celery worker that serves prediction jobs."""
+    from .app import configure
+    from .lifecycle import install
+
+    settings = get_settings()
+    url = resolve_url(None, settings)
+    install(url)
+    celery = configure(url, settings)
+    celery.worker_main([
+        "worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
+        f"--hostname={hostname or f'predictq-{os.getpid()}@%h'}", "--queues", settings.queue,
+        # Mingle and gossip only slow start-up: predictq coordinates through Redis keys.
+        "--without-mingle", "--without-gossip",
+    ])  # fmt: skip
+
+
+@app.command()
+def status() -> None:
+    """Queue depth, live workers, promoted versions, recent throughput and failures."""
+    settings = get_settings()
+    reg = Registry(settings=settings)
+    r = reg.redis
+    console.print(f"queue [bold]{settings.queue}[/]: {r.llen(settings.queue)} message(s) waiting")
+    workers = Table("worker", "pid", "concurrency", "serving", "up", title="workers")
+    for key in sorted(r.scan_iter(match=keys.WORKER_PATTERN, count=500)):
+        raw = r.get(key)
+        if raw is None:
+            continue
+        info = json.loads(raw)
+        serving = ", ".join(f"{k}=v{v}" for k, v in sorted(info.get("serving", {}).items()))
+        workers.add_row(info["hostname"], str(info["pid"]), str(info.get("concurrency")),
+                        serving or "-", f"{time.time() - info['started_at']:.0f}s")  # fmt: skip
+    console.print(workers)
+    models = Table("model", "aliases", title="promoted versions")
+    for name in reg.models():
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(reg.aliases(name).items()))
+        models.add_row(name, aliases or "-")
+    console.print(models)
+    minute = int(time.time() // 60)
+    pipe = r.pipeline(transaction=False)
+    for m in range(minute - 4, minute + 1):
+        pipe.hgetall(keys.stats(m))
+    totals: dict[str, int] = {}
+    for counts in pipe.execute():
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + int(v)
+    console.print("last 5 minutes: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
+                                        or "no finished jobs"))  # fmt: skip
+    for key, raw in sorted(r.hgetall(keys.LOAD_FAILURES).items()):
+        console.print(f"[red]load failure[/] {key!s}: {json.loads(raw)['message']}")
+
+
+@app.command()
+def flower(port: int = typer.Option(5555, "--port")) -> None:
+    """Run Flower, Celery's monitoring UI, against predictq's broker."""
+    try:
+        import flower as _flower  # noqa: F401
+    except ImportError as e:
+        raise PredictqError("Flower is not installed: pip install 'predictq[flower]'") from e
+    from .app import configure
+
+    settings = get_settings()
+    configure(resolve_url(None, settings), settings).start(["celery", "flower", f"--port={port}"])
+
+
+@redis_app.command("start")
+def redis_start() -> None:
+    """Start the embedded Redis (if none answers) and print its URL."""
+    console.print(resolve_url(None, get_settings()))
+
+
+@redis_app.command("stop")
+def redis_stop() -> None:
+    """Stop the embedded Redis, flushing its append-only file."""
+    stopped = stop_embedded(get_settings().embedded_port)
+    console.print("stopped" if stopped else "no embedded Redis was running")
+
+
+def main() -> None:
+    """Entry point: predictq errors print their message, not a traceback."""
+    try:
+        app()
+    except PredictqError as e:
+        err.print(f"[red]error[/] ({e.code}): {e.message}")
+        sys.exit(2 if e.code == "invalid_input" else 1)

@@ -1,0 +1,136 @@
+"""The per-process model cache: loads each version once, swaps aliases atomically, keeps the old
+version serving when a new one fails to load."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from registry import ModelVersion, PredictqError, Registry, keys
+
+log = logging.getLogger(__name__)
+
+# How long a version that failed to load is left alone before it is tried again.
+_RETRY_FAILED_LOAD = 30.0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An estimator together with the metadata of the version it came from."""
+
+    meta: ModelVersion
+    estimator: Any
+
+
+class ModelCache:
+    """Loaded model versions of one worker process, and which version each alias serves."""
+
+    def __init__(self, registry: Registry, worker: str, spare: int) -> None:
+        self.registry = registry
+        self.worker = worker
+        self.spare = spare
+        self._lock = threading.RLock()
+        self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._serving: dict[tuple[str, str], int] = {}
+        self._failed: dict[tuple[str, int], tuple[PredictqError, float]] = {}
+
+    def after_fork(self) -> None:
+        """A fresh lock: a thread of the parent may have held the old one at fork time."""
+        self._lock = threading.RLock()
+
+    def serving(self) -> dict[tuple[str, str], int]:
+        """A copy of the alias -> version map this process serves."""
+        with self._lock:
+            return dict(self._serving)
+
+    def get(self, model: str, version: int, alias: str | None = None) -> LoadedModel:
+        """The loaded ``version`` of ``model``; for an alias job, the old version when it fails.
+
+        A job already holding a LoadedModel keeps it, so a swap never disturbs running work.
+        """
+        key = (model, version)
+        with self._lock:
+            found = self._loaded.get(key)
+            if found is None:
+                try:
+                    found = self._load(model, version)
+                except PredictqError as e:
+                    fallback = self._fallback(model, alias, version)
+                    if fallback is None:
+                        raise
+                    log.error("serving %s v%s: v%s failed to load: %s",
+                              model, fallback.meta.version, version, e.message)  # fmt: skip
+                    return fallback
+            self._loaded.move_to_end(key)
+            if alias is not None and self._serving.get((model, alias)) != version:
+                previous = self._serving.get((model, alias))
+                self._serving[(model, alias)] = version
+                log.info("%s %r now serves v%s (was v%s)", model, alias, version, previous)
+            self._evict()
+            return found
+
+    def _fallback(self, model: str, alias: str | None, version: int) -> LoadedModel | None:
+        if alias is None:
+            return None
+        old = self._serving.get((model, alias))
+        if old is None or old == version:
+            return None
+        return self._loaded.get((model, old))
+
+    def _load(self, model: str, version: int) -> LoadedModel:
+        failed = self._failed.get((model, version))
+        if failed is not None and time.monotonic() - failed[1] < _RETRY_FAILED_LOAD:
+            raise failed[0]
+        try:
+            meta = self.registry.get(model, version=version)
+            loaded = LoadedModel(meta, self.registry.load(meta))
+        except PredictqError as e:
+            self._report_failure(model, version, e)
+            raise
+        except Exception as e:  # a broken pickle raises anything at all
+            error = PredictqError(
+                f"{model} v{version} could not be loaded ({type(e).__name__}: {e}); "
+                "re-register it from an environment with matching library versions",
+                model=model,
+                version=version,
+            )
+            self._report_failure(model, version, error)
+            raise error from e
+        self._failed.pop((model, version), None)
+        self._loaded[(model, version)] = loaded
+        log.info("loaded %s v%s (sha256 %s...)", model, version, meta.sha256[:12])
+        return loaded
+
+    def _report_failure(self, model: str, version: int, error: PredictqError) -> None:
+        self._failed[(model, version)] = (error, time.monotonic())
+        log.error("failed to load %s v%s: %s", model, version, error.message)
+        entry = {"code": error.code, "message": error.message, "at": time.time()}
+        try:
+            self.registry.redis.hset(
+                keys.LOAD_FAILURES, f"{model}:{version}:{self.worker}", json.dumps(entry)
+            )
+            self.registry.redis.expire(keys.LOAD_FAILURES, keys.STATS_TTL)
+        except Exception:  # reporting must never turn a load failure into a crash
+            log.exception("could not record the load failure in Redis")
+
+    def _evict(self) -> None:
+        """Drop least recently used versions that no alias serves, beyond ``spare`` of them."""
+        in_use = {(m, v) for (m, _a), v in self._serving.items()}
+        idle = [k for k in self._loaded if k not in in_use]
+        for key in idle[: max(0, len(idle) - self.spare)]:
+            del self._loaded[key]
+            log.info("unloaded %s v%s", *key)
+
+    def warm(self, models: list[str]) -> None:
+        """Load the version every alias of ``models`` points at (all models when empty)."""
+        for model in models or self.registry.models():
+            for alias, version in self.registry.aliases(model).items():
+                # A failure is already logged and reported; jobs will get the error.
+                with contextlib.suppress(PredictqError):
+                    self.get(model, version, alias)
