@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from producer import FINAL_STATUSES, JobRequest, validate_rows
+from producer import FINAL_STATUSES, TASK_NAME, JobRequest, validate_rows
 from producer import records as rec
 from registry import InvalidInput, PredictqError, Registry, Settings, keys
 from registry.names import check_name
@@ -85,7 +85,14 @@ class Runtime:
             check_name(request.alias, "alias")
         except (ValidationError, InvalidInput) as e:
             detail = e.message if isinstance(e, InvalidInput) else _pydantic_summary(e)
-            self._fail_unstarted(job_id, str(model), InvalidInput(f"malformed job: {detail}"))
+            self._fail_unstarted(
+                job_id,
+                str(model),
+                InvalidInput(
+                    f"malformed job: {detail}; {TASK_NAME} takes the keyword arguments "
+                    "model, rows, and optionally version, alias, probabilities, ttl"
+                ),
+            )
             return
         now = time.time()
         status, _attempts, alias_version = self._start(

@@ -1,0 +1,191 @@
+"""Fixtures: a real redis-server per session, a clean database per test, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from producer import Client
+from registry import Registry, Settings, keys
+from registry.embedded import redis_args, wait_until_answers
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class RedisServer:
+    """A real redis-server on a free port with its own data directory (AOF on)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(redis_args(self.port, self.data_dir, daemonize=False))
+        wait_until_answers(self.url, timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushdb()
+    r.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """The PREDICTQ_* environment every process of one test shares."""
+    return {
+        "PREDICTQ_REDIS_URL": redis_url,
+        "PREDICTQ_HOME": str(tmp_path / "home"),
+        "PREDICTQ_ARTIFACT_DIR": str(tmp_path / "artifacts"),
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return Settings(
+        redis_url=env["PREDICTQ_REDIS_URL"],
+        home=Path(env["PREDICTQ_HOME"]),
+        artifact_dir=Path(env["PREDICTQ_ARTIFACT_DIR"]),
+        alias_cache_seconds=0,
+    )
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Registry:
+    return Registry(settings=settings)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    with Client(settings=settings) as c:
+        yield c
+
+
+class Worker:
+    """A real ``predictq worker`` process."""
+
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int, r: redis.Redis) -> None:
+        self.log = log
+        self.name = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "worker", "-c", str(concurrency),
+                 "-n", self.name, "-l", "INFO"],
+                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        try:
+            wait_for(lambda: r.exists(keys.worker(self.name)) or self.proc.poll() is not None,
+                     60, "the worker's heartbeat")  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def start_worker(
+    env: dict[str, str], tmp_path: Path, r: redis.Redis
+) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def start(concurrency: int = 1, **extra_env: str) -> Worker:
+        log = tmp_path / f"worker-{len(workers)}.log"
+        w = Worker({**env, **extra_env}, log, concurrency, r)
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., Worker]) -> Worker:
+    return start_worker()
+
+
+@pytest.fixture(scope="session")
+def dataset() -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_classification(n_samples=400, n_features=6, n_informative=4, random_state=0)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def fitted(dataset: tuple[np.ndarray, np.ndarray]) -> LogisticRegression:
+    x, y = dataset
+    return LogisticRegression(max_iter=1000).fit(x, y)
+
+
+@pytest.fixture
+def promoted(registry: Registry, fitted: LogisticRegression) -> str:
+    """A model named 'clf' with v1 registered and promoted to production."""
+    registry.register("clf", fitted, promote=True)
+    return "clf"
