@@ -24,7 +24,7 @@ from registry.connection import connect, resolve_url
 from registry.names import check_name
 
 from . import records
-from .contract import FINAL_STATUSES, JobRequest, JobResult
+from .contract import FINAL_STATUSES, JobResult
 from .messages import task_message
 from .validation import validate_rows
 
@@ -33,6 +33,13 @@ from .validation import validate_rows
 _SUBMIT_CHUNK = 1000
 # Longest single block on a wake-up list: bounds how stale a missed wake-up can leave a waiter.
 _WAKE_SLICE = 1.0
+# Waits on at most this many jobs subscribe to their channels; more wait on the reply list.
+_SUBSCRIBE_AT_MOST = 64
+_DONE_PREFIX = keys.done("")
+JOB_PREFIX = keys.job("")
+# IDs taken off the reply list, and records read, per round trip.
+_DRAIN = 10_000
+_READ_CHUNK = 5_000
 
 
 def _plain_rows(rows: Any) -> Any:
@@ -56,6 +63,8 @@ class Client:
         self.registry = Registry(self.url, settings=self.settings)
         self._submit = self.redis.register_script(records.SUBMIT)
         self._cancel = self.redis.register_script(records.CANCEL)
+        # Finished jobs this client submitted are announced here (see wait_many).
+        self._reply = keys.reply(uuid.uuid4().hex)
         self._versions: dict[tuple[str, int], ModelVersion] = {}
         self._aliases: dict[tuple[str, str], tuple[int, float]] = {}
 
@@ -150,20 +159,23 @@ class Client:
                     f"{prefix}{e.message} ({model} v{meta.version})",
                     model=model, version=meta.version, job_id=job_id,
                 ) from e  # fmt: skip
-            request = JobRequest(
-                model=model, rows=plain, version=version, alias=alias,
-                probabilities=probabilities, ttl=ttl,
-            )  # fmt: skip
-            messages.append(task_message(job_id, request.model_dump(), self.settings.queue))
+            # The keyword arguments of JobRequest, built directly: every field was checked above,
+            # and a pydantic round trip per job would cost more than the rest of a submit.
+            request = {"model": model, "rows": plain, "version": version, "alias": alias,
+                       "probabilities": probabilities, "ttl": ttl}  # fmt: skip
+            messages.append(task_message(job_id, request, self.settings.queue))
         pinned = "" if version is None else str(version)
         flag = "1" if probabilities else "0"
         now = f"{time.time():.6f}"
+        check = "1" if job_ids is not None else "0"
+        # Only bulk submissions get reply-list announcements: few jobs are waited on through
+        # their own channels (see wait_many), so nothing piles up for fire-and-forget callers.
+        reply = self._reply if len(ids) > _SUBSCRIBE_AT_MOST else ""
         for start in range(0, len(ids), _SUBMIT_CHUNK):
-            chunk = range(start, min(start + _SUBMIT_CHUNK, len(ids)))
-            argv: list[str | int] = [now]
-            for i in chunk:
-                argv += [model, alias, pinned, flag, ttl, messages[i]]
-            self._submit(keys=[self.settings.queue, *(keys.job(ids[i]) for i in chunk)], args=argv)
+            argv: list[str | int] = [now, reply, check, JOB_PREFIX]
+            for i in range(start, min(start + _SUBMIT_CHUNK, len(ids))):
+                argv += [ids[i], model, alias, pinned, flag, ttl, messages[i]]
+            self._submit(keys=[self.settings.queue], args=argv)
         return ids
 
     # -- reading ---------------------------------------------------------------------------
@@ -196,42 +208,79 @@ class Client:
         return self.wait_many([job_id], timeout=timeout)[0]
 
     def wait_many(self, job_ids: Sequence[str], timeout: float = 60.0) -> list[JobResult]:
-        """Block until every job is final; results come back in the order of ``job_ids``."""
+        """Block until every job is final; results come back in the order of ``job_ids``.
+
+        Few jobs: subscribe to their wake-up channels, whoever submitted them. Many jobs: the
+        ones this client submitted announce themselves on its reply list as they finish, so a
+        bulk wait costs a handful of round trips; anything else is caught by a poll.
+        """
         deadline = time.monotonic() + timeout
-        results: dict[str, JobResult] = {}
-        pending = list(dict.fromkeys(job_ids))
-        while True:
-            for job_id, found in zip(pending, self._fetch(pending), strict=True):
-                if found is None:
-                    raise self._not_found(job_id)
-                if found.status in FINAL_STATUSES:
-                    results[job_id] = found
-            pending = [j for j in pending if j not in results]
-            if not pending:
-                return [results[j] for j in job_ids]
+        order = list(dict.fromkeys(job_ids))
+        pending = set(order)
+        self._drop_final(pending)
+        while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                first = next(j for j in order if j in pending)
                 raise JobTimeout(
-                    f"{len(pending)} of {len(job_ids)} jobs were not final after {timeout}s "
-                    f"(first: {pending[0]}); wait longer, or check `predictq status` for workers",
-                    job_id=pending[0],
+                    f"{len(pending)} of {len(order)} jobs were not final after {timeout}s "
+                    f"(first: {first}); wait longer, or check `predictq status` for workers",
+                    job_id=first,
                 )
-            # The worker pushes a token onto the job's wake-up list when it finishes: block on
-            # the oldest pending job, then re-read everything that is still pending.
-            woke = self.redis.blpop([keys.done(pending[0])], timeout=min(remaining, _WAKE_SLICE))
-            if woke is not None:
-                # Hand the token back for any other waiter on the same job.
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.rpush(keys.done(pending[0]), "1")
-                pipe.expire(keys.done(pending[0]), keys.DONE_TOKEN_TTL)
-                pipe.execute()
+            if len(pending) <= _SUBSCRIBE_AT_MOST:
+                self._wait_subscribed(pending, min(remaining, _WAKE_SLICE))
+                continue
+            woke = self.redis.blpop([self._reply], timeout=min(remaining, _WAKE_SLICE))
+            if woke is None:
+                self._drop_final(pending)  # fallback: jobs another client submitted
+                continue
+            pending.discard(woke[1])
+            while more := self.redis.lpop(self._reply, _DRAIN):
+                pending.difference_update(more)
+        results: dict[str, JobResult] = {}
+        for start in range(0, len(order), _READ_CHUNK):
+            chunk = order[start : start + _READ_CHUNK]
+            for job_id, found in zip(chunk, self._fetch(chunk), strict=True):
+                if found is None:
+                    raise self._not_found(job_id)
+                results[job_id] = found
+        return [results[j] for j in job_ids]
+
+    def _wait_subscribed(self, pending: set[str], timeout: float) -> None:
+        """Subscribe to the wake-up channels of ``pending``, then wait up to ``timeout``."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(*(keys.done(j) for j in pending))
+            # Re-read after subscribing: a job that ended in between published to nobody.
+            self._drop_final(pending)
+            deadline = time.monotonic() + timeout
+            while pending and (left := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message["type"] == "message":
+                    pending.discard(message["channel"][len(_DONE_PREFIX) :])
+        finally:
+            pubsub.close()
+
+    def _drop_final(self, pending: set[str]) -> None:
+        """Remove finished jobs from ``pending``; JobNotFound for an unknown or expired one."""
+        ids = list(pending)
+        for start in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[start : start + _READ_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in chunk:
+                pipe.hget(keys.job(job_id), "status")
+            for job_id, status in zip(chunk, pipe.execute(), strict=True):
+                if status is None:
+                    raise self._not_found(job_id)
+                if status in FINAL_STATUSES:
+                    pending.discard(job_id)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job: True if it will not run, False if it already started or ended."""
         now = time.time()
         before = self._cancel(
-            keys=[keys.job(job_id), keys.done(job_id), records.stats_key(now)],
-            args=[f"{now:.6f}", keys.DONE_TOKEN_TTL, keys.STATS_TTL],
+            keys=[keys.job(job_id), records.stats_key(now)],
+            args=[f"{now:.6f}", keys.STATS_TTL, keys.done(job_id), job_id, keys.REPLY_TTL],
         )
         if before is None:
             raise self._not_found(job_id)

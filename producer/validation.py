@@ -15,6 +15,10 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# Exact types that need no further check beyond finiteness: JSON numbers and Python floats.
+_PLAIN = frozenset({int, float})
+
+
 def _check_number(value: Any, where: str) -> float:
     # bool is an int subclass, and numeric strings would convert silently: refuse both.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -43,7 +47,7 @@ def _record_to_row(record: Mapping[Any, Any], index: int, names: list[str]) -> l
 
 
 def validate_rows(rows: Any, signature: Signature, *, max_rows: int) -> list[list[float]]:
-    """Rows as lists of floats in feature order, or InvalidInput naming the first problem."""
+    """Rows as lists of numbers in feature order, or InvalidInput naming the first problem."""
     if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
         raise InvalidInput(
             f"rows must be a list of rows, got {type(rows).__name__}: "
@@ -78,5 +82,10 @@ def validate_rows(rows: Any, signature: Signature, *, max_rows: int) -> list[lis
                 f"row {i} has {len(row)} values, the model expects {n} features"
                 + (f" ({names[:10]})" if names else "")
             )
-        out.append([_check_number(v, f"row {i} column {j}") for j, v in enumerate(row)])
+        # Fast path: plain ints and floats, all finite, checked at C speed. Anything else takes
+        # the slow path, which names the first bad value.
+        if set(map(type, row)) <= _PLAIN and all(map(math.isfinite, row)):
+            out.append(row if isinstance(row, list) else list(row))
+        else:
+            out.append([_check_number(v, f"row {i} column {j}") for j, v in enumerate(row)])
     return out

@@ -8,7 +8,11 @@
 - ``predictq:model:{name}:history``           list of promotion events JSON (bounded)
 - ``predictq:events``                         pub/sub channel for promotions
 - ``predictq:job:{id}``                       hash: the job record (expires with its TTL)
-- ``predictq:done:{id}``                      list a waiter blocks on; pushed when the job ends
+- ``predictq:done:{id}``                      pub/sub channel published to when the job ends
+- ``predictq:reply:{client}``                 list of finished job IDs for the client that sent them
+- ``predictq:inflight``                       zset job id -> deadline, for jobs a worker has claimed
+- ``predictq:claiming:{worker}``              a worker process's one-message landing list
+- ``predictq:dead``                           dead letters: JSON entries (bounded)
 - ``predictq:worker:{name}``                  worker heartbeat JSON (expires)
 - ``predictq:load_failures``                  hash "{model}:{version}:{worker}" -> error JSON
 - ``predictq:stats:{minute}``                 hash status -> count for that minute (expires)
@@ -20,13 +24,18 @@ PREFIX = "predictq"
 MODELS = f"{PREFIX}:models"
 EVENTS = f"{PREFIX}:events"
 LOAD_FAILURES = f"{PREFIX}:load_failures"
+INFLIGHT = f"{PREFIX}:inflight"
+DEAD = f"{PREFIX}:dead"
+DEAD_LIMIT = 10_000
 WORKER_PATTERN = f"{PREFIX}:worker:*"
 
 # Bounds for lists that would otherwise grow with every promotion.
 HISTORY_LIMIT = 1000
 STACK_LIMIT = 100
-# How long a finished job's wake-up token waits for a waiter that has not arrived yet.
-DONE_TOKEN_TTL = 60
+# How long a client's reply list lives after its last push, and how many IDs it keeps at most
+# (a client that never waits would otherwise grow it without bound; waiters fall back to polls).
+REPLY_TTL = 3600
+REPLY_LIMIT = 1_000_000
 STATS_TTL = 2 * 3600
 
 
@@ -56,6 +65,14 @@ def job(job_id: str) -> str:
 
 def done(job_id: str) -> str:
     return f"{PREFIX}:done:{job_id}"
+
+
+def reply(client: str) -> str:
+    return f"{PREFIX}:reply:{client}"
+
+
+def claiming(worker: str) -> str:
+    return f"{PREFIX}:claiming:{worker}"
 
 
 def worker(name: str) -> str:

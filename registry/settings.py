@@ -57,6 +57,23 @@ class Settings(BaseSettings):
         description="How long a client trusts its cached alias-to-version lookup "
         "for early validation; the worker always resolves aliases afresh.",
     )
+    batching: bool = Field(
+        True,
+        description="Pool processes claim jobs from the queue in batches and predict each "
+        "batch in one call per model version; off: one Celery task per job.",
+    )
+    batch_max_rows: int = Field(
+        1024, ge=1, description="Most jobs one claim takes, and most rows one predict() gets."
+    )
+    batch_window_ms: float = Field(
+        0.0,
+        ge=0,
+        description="After the first job of a batch, wait up to this long for more. 0: take "
+        "what is queued (under load batches fill up by themselves, and a lone job waits for none).",
+    )
+    visibility_timeout: int = Field(
+        300, gt=0, description="Seconds a claimed job may run before it counts as lost."
+    )
     actor: str | None = Field(
         None, description="Name recorded as 'who' in the promotion history (default user@host)."
     )

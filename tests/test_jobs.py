@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
+import redis
 from celery import Celery
 
 from producer import Client, JobNotFound, JobTimeout
+from producer.messages import task_message
 
 from .conftest import wait_for
 
@@ -121,3 +126,23 @@ def test_bad_messages_fail_their_job_and_the_worker_keeps_serving(
     assert message in bad.error.message
     assert good.status == "succeeded"
     assert worker.proc.poll() is None
+
+
+def test_producer_messages_decode_like_the_ones_celery_sends(redis_url) -> None:
+    """The hand-built message carries what kombu and Celery read off a send_task() message."""
+
+    kwargs = {"model": "m", "rows": [[1.5, 2]], "version": None, "alias": "production"}
+    ours = json.loads(task_message("job-1", kwargs, "predictq"))
+    stock = Celery(broker=redis_url)
+    stock.send_task("predictq.predict", kwargs=kwargs, task_id="job-1", queue="predictq")
+    theirs = json.loads(redis.Redis.from_url(redis_url).rpop("predictq"))
+
+    assert set(ours) == set(theirs)
+    assert set(ours["headers"]) == set(theirs["headers"]) | {"predictq_record"}
+    assert set(ours["properties"]) == set(theirs["properties"])
+    for key in ("task", "id", "root_id", "retries", "timelimit"):
+        assert ours["headers"][key] == theirs["headers"][key]
+    for key in ("correlation_id", "delivery_info", "body_encoding", "delivery_mode"):
+        assert ours["properties"][key] == theirs["properties"][key]
+    assert json.loads(base64.b64decode(ours["body"]))[:2] == [[], kwargs]
+    assert json.loads(base64.b64decode(theirs["body"]))[:2] == [[], kwargs]

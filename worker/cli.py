@@ -55,7 +55,10 @@ def worker(
     celery = configure(url, settings)
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
-        f"--hostname={hostname or f'predictq-{os.getpid()}@%h'}", "--queues", settings.queue,
+        f"--hostname={hostname or f'predictq-{os.getpid()}@%h'}",
+        # With batching on, pool processes claim the job queue themselves; Celery's consumer
+        # then listens on a side queue so the two do not compete for messages.
+        "--queues", settings.queue if not settings.batching else f"{settings.queue}.celery",
         # Mingle and gossip only slow start-up: predictq coordinates through Redis keys.
         "--without-mingle", "--without-gossip",
     ])  # fmt: skip

@@ -1,4 +1,5 @@
-"""Worker lifecycle hooks: load models before the fork, follow promotions, send heartbeats."""
+"""Worker lifecycle hooks: load models before the fork, follow promotions, start the batch
+consumer in each pool process, send heartbeats, and stop cleanly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from celery import signals
 
 from registry import get_settings, keys
 
+from .consumer import BatchConsumer
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 _HEARTBEAT_EVERY = 5.0
 _HEARTBEAT_TTL = 15
 
-_state: dict[str, Any] = {"runtime": None, "listener_pid": None, "url": None}
+_state: dict[str, Any] = {"runtime": None, "url": None, "consumer": None, "listener": None}
 
 
 def install(url: str) -> None:
@@ -30,17 +32,11 @@ def install(url: str) -> None:
     _state["url"] = url
 
 
-def runtime(hostname: str | None = None) -> Runtime:
-    """This process's runtime, built on first use; also makes sure promotions are followed."""
+def runtime() -> Runtime:
+    """This process's runtime (built on first use)."""
     rt: Runtime | None = _state["runtime"]
     if rt is None:
-        rt = _state["runtime"] = Runtime(_state["url"], get_settings(), hostname)
-    if _state["listener_pid"] != os.getpid():
-        # Threads do not survive fork: every pool process starts its own listener.
-        _state["listener_pid"] = os.getpid()
-        if hostname:
-            rt.rename(hostname)
-        threading.Thread(target=_follow_promotions, args=(rt,), daemon=True).start()
+        rt = _state["runtime"] = Runtime(_state["url"], get_settings())
     return rt
 
 
@@ -72,26 +68,45 @@ def _follow_promotions(rt: Runtime) -> None:
             time.sleep(1.0)
 
 
+def _start_listener(rt: Runtime) -> None:
+    if _state["listener"] != os.getpid():
+        # Threads do not survive fork: every process starts its own listener.
+        _state["listener"] = os.getpid()
+        threading.Thread(target=_follow_promotions, args=(rt,), daemon=True).start()
+
+
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
 def _load_before_fork(sender: Any = None, **_: Any) -> None:
     """Load promoted versions in the parent, so pool processes share them copy-on-write."""
-    rt = Runtime(_state["url"], get_settings(), getattr(sender, "hostname", None))
+    rt = runtime()
+    rt.rename(getattr(sender, "hostname", None) or "worker")
     rt.cache.warm(get_settings().served_models)
-    _state["runtime"] = rt
 
 
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
-def _start_in_child(sender: Any = None, **_: Any) -> None:
-    rt: Runtime | None = _state["runtime"]
-    if rt is not None:
-        rt.cache.after_fork()
-    runtime(str(sender) if sender else None)
+def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
+    rt = runtime()
+    rt.cache.after_fork()
+    rt.rename(str(sender) if sender else "worker")
+    _start_listener(rt)
+    if get_settings().batching:
+        consumer = _state["consumer"] = BatchConsumer(rt)
+        consumer.start()
+
+
+@signals.worker_process_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_consumer(**_: Any) -> None:
+    """Finish the batch in hand before the process exits (a warm shutdown loses nothing)."""
+    consumer: BatchConsumer | None = _state["consumer"]
+    if consumer is not None:
+        consumer.stop()
 
 
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or "worker"
-    rt = runtime(hostname)
+    rt = runtime()
+    _start_listener(rt)
     info = {
         "hostname": hostname,
         "pid": os.getpid(),

@@ -1,151 +1,181 @@
-"""Per-process worker state and the job path: start the record, predict, write the result."""
+"""Per-process worker state and the job path: claim a batch, start it, predict, write results."""
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import os
 import socket
 import time
-import warnings
 from typing import Any
 
-import numpy as np
+import orjson
+import redis
 from pydantic import ValidationError
 
-from producer import FINAL_STATUSES, TASK_NAME, JobRequest, validate_rows
+from producer import TASK_NAME, JobRequest
 from producer import records as rec
 from registry import InvalidInput, PredictqError, Registry, Settings, keys
 from registry.names import check_name
 
-from .model_cache import LoadedModel, ModelCache
+from . import envelope, ledger
+from .batching import Job, run_batch
+from .model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
+# Messages larger than this are refused unread: a job's rows are bounded by max_rows anyway.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
-def _predict(loaded: LoadedModel, rows: list[list[float]], probabilities: bool) -> tuple[str, str]:
-    """Predictions (and probabilities) of ``rows`` as JSON text."""
-    x = np.asarray(rows, dtype=np.float64)
-    with warnings.catch_warnings():
-        # Rows were already checked against feature_names_in_; sklearn would warn that a bare
-        # array has no column names on every call.
-        warnings.filterwarnings("ignore", message="X does not have valid feature names")
-        predictions = loaded.estimator.predict(x)
-        proba = loaded.estimator.predict_proba(x) if probabilities else None
-    return (
-        json.dumps(predictions.tolist()),
-        json.dumps(proba.tolist()) if proba is not None else "",
-    )
+
+@functools.lru_cache(maxsize=4096)
+def _checked_names(model: str, alias: str) -> None:
+    check_name(model)
+    check_name(alias, "alias")
+
+
+def parse_request(kwargs: dict[str, Any]) -> JobRequest:
+    """A validated JobRequest, or InvalidInput saying what is wrong with the message."""
+    try:
+        request = JobRequest.model_validate(kwargs)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise InvalidInput(
+            f"malformed job: {where}: {first['msg']} ({e.error_count()} problem(s) in all); "
+            f"{TASK_NAME} takes the keyword arguments model, rows, and optionally version, "
+            "alias, probabilities, ttl"
+        ) from e
+    _checked_names(request.model, request.alias)
+    return request
 
 
 class Runtime:
-    """What one worker process holds: its Redis client, model cache and scripts."""
+    """What one worker process holds: its Redis client, model cache and ledger scripts."""
 
     def __init__(self, url: str, settings: Settings, hostname: str | None = None) -> None:
         self.settings = settings
         self.registry = Registry(url, settings=settings)
-        self.redis = self.registry.redis
+        self.redis: redis.Redis = self.registry.redis
         self.worker = f"{hostname or socket.gethostname()}:{os.getpid()}"
         self.cache = ModelCache(self.registry, self.worker, settings.model_cache_size)
-        self._start = self.redis.register_script(rec.START)
-        self._finish = self.redis.register_script(rec.FINISH)
+        self._claim = self.redis.register_script(ledger.CLAIM)
+        self._start = self.redis.register_script(ledger.START)
+        self._finish = self.redis.register_script(ledger.FINISH)
 
     def rename(self, hostname: str) -> None:
         """Name results after the Celery node and this (possibly forked) process."""
         self.worker = f"{hostname}:{os.getpid()}"
         self.cache.worker = self.worker
 
-    def finish(
-        self,
-        job_id: str,
-        status: str,
-        version: int | None,
-        predictions: str = "",
-        proba: str = "",
-        error: PredictqError | None = None,
-    ) -> bool:
-        """Write the final record once; False when the job had already ended (a duplicate)."""
-        now = time.time()
-        written = self._finish(
-            keys=[keys.job(job_id), keys.done(job_id), rec.stats_key(now)],
-            args=[status, f"{now:.6f}", "" if version is None else version, predictions, proba,
-                  json.dumps(error.to_dict()) if error else "", self.settings.result_ttl,
-                  keys.DONE_TOKEN_TTL, keys.STATS_TTL],
-        )  # fmt: skip
-        if not written:
-            log.warning("job %s had already ended: result not overwritten", job_id)
-        return bool(written)
+    @property
+    def landing(self) -> str:
+        """This process's claim list."""
+        return keys.claiming(self.worker)
 
-    def run(self, job_id: str, kwargs: dict[str, Any]) -> None:
-        """Run one job to a final record; every failure becomes the job's error, never a crash."""
-        model = kwargs.get("model") if isinstance(kwargs.get("model"), str) else ""
+    # -- claiming and starting -------------------------------------------------------------
+
+    def claim(self, limit: int, block: float) -> list[Job]:
+        """Up to ``limit`` jobs from the queue, waiting up to ``block`` seconds for the first.
+
+        Messages move atomically from the queue onto this process's claim list, where they
+        stay until ``finish`` has written their results.
+        """
+        first = block > 0
+        if first:
+            # Redis takes fractional seconds here; redis-py's annotation says int.
+            timeout: Any = block
+            moved = self.redis.blmove(self.settings.queue, self.landing, timeout, "RIGHT", "LEFT")
+            if moved is None:
+                return []
+        raws = self._claim(keys=[self.settings.queue, self.landing], args=[limit, int(first)])
+        started = self.start([self._parse(raw) for raw in raws])
+        if raws and not started and first:
+            self.finish([], self.landing)  # only duplicates or dead letters: clear the list
+        return started
+
+    def _parse(self, raw: str) -> Job | None:
+        """The job a raw message asks for (failed if it is bad), or None if it has no ID."""
         try:
-            request = JobRequest.model_validate(kwargs)
-            check_name(request.model)
-            check_name(request.alias, "alias")
-        except (ValidationError, InvalidInput) as e:
-            detail = e.message if isinstance(e, InvalidInput) else _pydantic_summary(e)
-            self._fail_unstarted(
-                job_id,
-                str(model),
-                InvalidInput(
-                    f"malformed job: {detail}; {TASK_NAME} takes the keyword arguments "
-                    "model, rows, and optionally version, alias, probabilities, ttl"
-                ),
-            )
-            return
-        now = time.time()
-        status, _attempts, alias_version = self._start(
-            keys=[keys.job(job_id), keys.model_aliases(request.model)],
-            args=[f"{now:.6f}", self.worker, request.model, request.alias,
-                  "" if request.version is None else request.version,
-                  "1" if request.probabilities else "0",
-                  request.ttl or self.settings.result_ttl],
-        )  # fmt: skip
-        if status in FINAL_STATUSES:
-            log.info("job %s is already %s: skipped", job_id, status)
-            return
-        version = request.version
+            if len(raw) > MAX_MESSAGE_BYTES:
+                raise InvalidInput(f"message of {len(raw)} bytes is over the limit")
+            message = envelope.parse(raw)
+        except InvalidInput as e:
+            job_id = envelope.job_id_of(envelope.loads_or_none(raw[:MAX_MESSAGE_BYTES]))
+            self.dead_letter(job_id, raw, e)
+            if job_id is None:
+                return None
+            job = Job(job_id, None, raw=raw)
+            job.fail(e)
+            return job
+        job = Job(message.job_id, None, raw=raw, has_record=message.has_record)
         try:
-            if version is None:
-                # resolve() raises ModelNotFound naming whether the model or the alias is missing.
-                version = (
-                    int(alias_version)
-                    if alias_version is not None
-                    else self.registry.resolve(request.model, request.alias)
-                )
-            alias = None if request.version is not None else request.alias
-            loaded = self.cache.get(request.model, version, alias)
-            version = loaded.meta.version
-            rows = validate_rows(
-                request.rows, loaded.meta.signature, max_rows=self.settings.max_rows
-            )
-            if request.probabilities and not loaded.meta.signature.has_predict_proba:
-                raise InvalidInput(
-                    f"{request.model} v{version} has no predict_proba: submit without probabilities"
-                )
-            predictions, proba = _predict(loaded, rows, request.probabilities)
-        except PredictqError as e:
-            self.finish(job_id, "failed", version, error=e)
-            return
-        except Exception as e:
-            log.exception("job %s failed", job_id)
-            error = PredictqError(f"prediction failed: {type(e).__name__}: {e}")
-            self.finish(job_id, "failed", version, error=error)
-            return
-        self.finish(job_id, "succeeded", version, predictions, proba)
+            job.request = parse_request(message.kwargs)
+        except InvalidInput as e:
+            job.model = str(message.kwargs.get("model", ""))[:128]
+            job.fail(e)
+        return job
 
-    def _fail_unstarted(self, job_id: str, model: str, error: PredictqError) -> None:
-        """Record a job whose message could not even be read as failed, creating its record."""
+    def start(self, parsed: list[Job | None]) -> list[Job]:
+        """Mark jobs running in one round trip; drops those that had already ended."""
+        jobs = [j for j in parsed if j is not None]
+        if not jobs:
+            return []
         now = time.time()
-        self._start(
-            keys=[keys.job(job_id), keys.model_aliases(model or "-")],
-            args=[f"{now:.6f}", self.worker, model, "", "", "0", self.settings.result_ttl],
-        )
-        self.finish(job_id, "failed", None, error=error)
+        argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
+                           self.settings.result_ttl, ledger.JOB_PREFIX]  # fmt: skip
+        for job in jobs:
+            r = job.request
+            argv += [
+                job.id,
+                r.model if r else job.model,
+                r.alias if r else "",
+                "" if r is None or r.version is None else r.version,
+                "1" if r and r.probabilities else "0",
+                r.ttl if r and r.ttl else "",
+                "" if job.has_record else job.raw,
+            ]
+        flat = self._start(keys=[keys.INFLIGHT], args=argv)
+        started = []
+        for i, job in enumerate(jobs):
+            status, attempts, alias_version = flat[3 * i : 3 * i + 3]
+            if status in ("succeeded", "failed", "cancelled"):
+                log.info("job %s is already %s: skipped", job.id, status)
+                continue
+            job.attempts = int(attempts)
+            job.alias_version = int(alias_version) if alias_version else None
+            started.append(job)
+        return started
 
+    # -- running and finishing -------------------------------------------------------------
 
-def _pydantic_summary(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "message"
-    return f"{where}: {first['msg']} ({error.error_count()} problem(s) in all)"
+    def run(self, jobs: list[Job], landing: str | None = None) -> None:
+        """Predict ``jobs`` in batches and write every outcome in one round trip."""
+        run_batch(jobs, self.cache, max_rows=self.settings.max_rows,
+                  batch_rows=self.settings.batch_max_rows)  # fmt: skip
+        self.finish(jobs, landing or self.landing)
+
+    def finish(self, jobs: list[Job], landing: str) -> int:
+        """Write final records once each and clear ``landing``; returns how many were written."""
+        now = time.time()
+        argv: list[Any] = [f"{now:.6f}", self.settings.result_ttl, keys.REPLY_TTL,
+                           keys.STATS_TTL, ledger.JOB_PREFIX, ledger.DONE_PREFIX,
+                           keys.REPLY_LIMIT]  # fmt: skip
+        for job in jobs:
+            argv += [job.id, job.status, "" if job.version is None else job.version,
+                     job.predictions, job.proba,
+                     orjson.dumps(job.error.to_dict()) if job.error else ""]  # fmt: skip
+        written = sum(self._finish(keys=[keys.INFLIGHT, rec.stats_key(now), landing], args=argv))
+        if written < len(jobs):
+            log.warning("%d job(s) had already ended: results not overwritten",
+                        len(jobs) - written)  # fmt: skip
+        return int(written)
+
+    def dead_letter(self, job_id: str | None, raw: str, error: PredictqError) -> None:
+        """Keep a message that cannot run where `predictq dead` can show it (bounded)."""
+        log.error("dead-lettered message %s: %s", job_id or "(no id)", error.message)
+        entry = {"id": job_id, "error": error.to_dict(), "at": time.time(), "message": raw[:65536]}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(keys.DEAD, orjson.dumps(entry))
+        pipe.ltrim(keys.DEAD, 0, keys.DEAD_LIMIT - 1)
+        pipe.execute()

@@ -1,20 +1,38 @@
-"""The ``predictq.predict`` Celery task: a thin shim from a message to the runtime."""
+"""The ``predictq.predict`` Celery task: the path for jobs that arrive through Celery's consumer.
+
+With batching on (the default) pool processes claim jobs straight from the queue and this task
+is not used for them; with ``PREDICTQ_BATCHING=false`` every job comes through here, as a batch
+of one, through the same code.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from producer import TASK_NAME
+from registry import InvalidInput
 
 from .app import celery_app
+from .batching import Job
 from .lifecycle import runtime
+from .runtime import parse_request
 
 
 @celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
 def predict(self: Any, *args: Any, **kwargs: Any) -> None:
     """Run one prediction job; its outcome goes to the job record, never to a Celery result."""
-    job_id = str(self.request.id)
     if args:
         # Positional (model, rows) from hand-written clients are accepted as well.
         kwargs = {**dict(zip(("model", "rows"), args, strict=False)), **kwargs}
-    runtime(self.request.hostname).run(job_id, kwargs)
+    rt = runtime()
+    raw = orjson.dumps({"task": TASK_NAME, "id": self.request.id, "kwargs": kwargs}).decode()
+    job = Job(str(self.request.id), None, raw=raw)
+    try:
+        job.request = parse_request(kwargs)
+    except InvalidInput as e:
+        job.model = str(kwargs.get("model", ""))[:128]
+        job.fail(e)
+    # A key nobody writes: finishing must not clear the batch consumer's claim list.
+    rt.run(rt.start([job]), landing=f"{rt.landing}:task")

@@ -1,0 +1,145 @@
+"""Batching: rows of many jobs for one model version go through one ``predict()`` call."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from producer import JobRequest, validate_rows
+from registry import InvalidInput, PredictqError
+
+from .model_cache import LoadedModel, ModelCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One claimed job on its way through a batch, and its outcome."""
+
+    id: str
+    request: JobRequest | None
+    raw: str = field(default="", repr=False)
+    has_record: bool = False
+    model: str = ""
+    attempts: int = 0
+    alias_version: int | None = None
+    status: str = "failed"
+    version: int | None = None
+    predictions: bytes = b""
+    proba: bytes = b""
+    error: PredictqError | None = None
+    rows: list[list[float]] = field(default_factory=list, repr=False)
+
+    def fail(self, error: PredictqError) -> None:
+        self.status, self.error = "failed", error
+
+
+def _prepare(job: Job, cache: ModelCache, max_rows: int) -> LoadedModel | None:
+    """Resolve, load and validate one job; None (with the job failed) when it cannot run."""
+    request = job.request
+    if request is None:
+        return None
+    try:
+        pinned = request.version is not None
+        version = request.version if pinned else job.alias_version
+        if version is None:
+            # resolve() raises ModelNotFound naming whether the model or the alias is missing.
+            version = cache.registry.resolve(request.model, request.alias)
+        loaded = cache.get(request.model, version, None if pinned else request.alias)
+        job.version = loaded.meta.version
+        job.rows = validate_rows(request.rows, loaded.meta.signature, max_rows=max_rows)
+        if request.probabilities and not loaded.meta.signature.has_predict_proba:
+            raise InvalidInput(
+                f"{request.model} v{job.version} has no predict_proba: submit without probabilities"
+            )
+    except PredictqError as e:
+        job.fail(e)
+        return None
+    return loaded
+
+
+def _chunks(members: list[Job], max_rows: int) -> Iterator[list[Job]]:
+    """Consecutive runs of jobs whose rows add up to at most ``max_rows`` (or one big job)."""
+    chunk: list[Job] = []
+    rows = 0
+    for job in members:
+        if chunk and rows + len(job.rows) > max_rows:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(job)
+        rows += len(job.rows)
+    if chunk:
+        yield chunk
+
+
+def _dumps(values: Any) -> bytes:
+    """JSON of a numpy array (or slice); object arrays (string labels) go through lists."""
+    try:
+        return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(values.tolist())
+
+
+def _predict(loaded: LoadedModel, jobs: list[Job]) -> None:
+    """One predict() (and at most one predict_proba()) for ``jobs``, split back per job."""
+    x = np.asarray([row for job in jobs for row in job.rows], dtype=np.float64)
+    wants = [j for j in jobs if j.request is not None and j.request.probabilities]
+    with warnings.catch_warnings():
+        # Rows were already checked against feature_names_in_; sklearn would otherwise warn
+        # on every call that a bare array has no column names.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        predictions = np.asarray(loaded.estimator.predict(x))
+        proba = None
+        if wants:
+            px = x if len(wants) == len(jobs) else np.asarray([r for j in wants for r in j.rows])
+            proba = np.asarray(loaded.estimator.predict_proba(px))
+    start = 0
+    proba_start = 0
+    for job in jobs:
+        end = start + len(job.rows)
+        job.predictions = _dumps(predictions[start:end])
+        if proba is not None and job.request is not None and job.request.probabilities:
+            proba_end = proba_start + len(job.rows)
+            job.proba = _dumps(proba[proba_start:proba_end])
+            proba_start = proba_end
+        job.status = "succeeded"
+        start = end
+
+
+def run_batch(jobs: list[Job], cache: ModelCache, *, max_rows: int, batch_rows: int) -> None:
+    """Predict every runnable job, one call per model version and chunk of ``batch_rows``.
+
+    A job that fails validation fails alone; if a whole call raises, its jobs are retried one
+    by one so that only the job that breaks the model fails.
+    """
+    groups: dict[tuple[str, int], tuple[LoadedModel, list[Job]]] = {}
+    for job in jobs:
+        loaded = _prepare(job, cache, max_rows)
+        if loaded is not None:
+            meta = loaded.meta
+            groups.setdefault((meta.name, meta.version), (loaded, []))[1].append(job)
+    for loaded, members in groups.values():
+        for chunk in _chunks(members, batch_rows):
+            try:
+                _predict(loaded, chunk)
+            except Exception:
+                if len(chunk) == 1:
+                    _fail_internal(chunk[0])
+                    continue
+                for job in chunk:
+                    try:
+                        _predict(loaded, [job])
+                    except Exception:
+                        _fail_internal(job)
+
+
+def _fail_internal(job: Job) -> None:
+    log.exception("job %s failed in predict()", job.id)
+    job.fail(PredictqError("predict() raised an error on this job's rows; see the worker log"))
