@@ -163,7 +163,15 @@ class Client:
             # and a pydantic round trip per job would cost more than the rest of a submit.
             request = {"model": model, "rows": plain, "version": version, "alias": alias,
                        "probabilities": probabilities, "ttl": ttl}  # fmt: skip
-            messages.append(task_message(job_id, request, self.settings.queue))
+            message = task_message(job_id, request, self.settings.queue)
+            if len(message) > self.settings.max_job_bytes:
+                raise InvalidInput(
+                    f"job {i} encodes to {len(message)} bytes, over the limit of "
+                    f"{self.settings.max_job_bytes} (PREDICTQ_MAX_JOB_BYTES): send fewer rows "
+                    "per job",
+                    model=model, job_id=job_id,
+                )  # fmt: skip
+            messages.append(message)
         pinned = "" if version is None else str(version)
         flag = "1" if probabilities else "0"
         now = f"{time.time():.6f}"
@@ -175,7 +183,7 @@ class Client:
             argv: list[str | int] = [now, reply, check, JOB_PREFIX]
             for i in range(start, min(start + _SUBMIT_CHUNK, len(ids))):
                 argv += [ids[i], model, alias, pinned, flag, ttl, messages[i]]
-            self._submit(keys=[self.settings.queue], args=argv)
+            self._submit(keys=[self.settings.queue, keys.QUEUED], args=argv)
         return ids
 
     # -- reading ---------------------------------------------------------------------------
@@ -279,7 +287,7 @@ class Client:
         """Cancel a queued job: True if it will not run, False if it already started or ended."""
         now = time.time()
         before = self._cancel(
-            keys=[keys.job(job_id), records.stats_key(now)],
+            keys=[keys.job(job_id), records.stats_key(now), keys.QUEUED],
             args=[f"{now:.6f}", keys.STATS_TTL, keys.done(job_id), job_id, keys.REPLY_TTL],
         )
         if before is None:

@@ -13,14 +13,15 @@ from registry import keys
 
 from .contract import JobError, JobResult, timestamp
 
-# KEYS: queue. ARGV: now, reply list, '1' to check for existing IDs, job key prefix, then per
-# job: id, model, alias, version, probabilities, ttl, message. Writes each new record as
-# 'queued' and pushes its message; an existing ID is left alone and nothing is pushed. Returns
-# 1 (enqueued) or 0 (existed) per job. Generated IDs skip the existence check: it is a Redis
-# call per job, and Redis time per job is what bounds throughput.
+# KEYS: queue, queued index. ARGV: now, reply list, '1' to check for existing IDs, job key prefix,
+# then per job: id, model, alias, version, probabilities, ttl, message. Writes each new record as
+# 'queued', indexes it and pushes its message; an existing ID is left alone and nothing is pushed.
+# Returns 1 (enqueued) or 0 (existed) per job. Generated IDs skip the existence check: it is a
+# Redis call per job, and Redis time per job is what bounds throughput.
 SUBMIT = """
 local out = {}
 local messages = {}
+local queued = {}
 for b = 5, #ARGV, 7 do
   local key = ARGV[4] .. ARGV[b]
   if ARGV[3] == '1' and redis.call('EXISTS', key) == 1 then
@@ -32,21 +33,24 @@ for b = 5, #ARGV, 7 do
     if ARGV[2] ~= '' then redis.call('HSET', key, 'reply', ARGV[2]) end
     redis.call('EXPIRE', key, ARGV[b + 5])
     messages[#messages + 1] = ARGV[b + 6]
+    queued[#queued + 1] = ARGV[1]; queued[#queued + 1] = ARGV[b]
     out[#out + 1] = 1
   end
 end
 for i = 1, #messages, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(messages, i, math.min(i + 999, #messages)))
+  redis.call('ZADD', KEYS[2], unpack(queued, 2 * i - 1, math.min(2 * i + 1998, #queued)))
 end
 return out
 """
 
-# KEYS: job, stats. ARGV: now, stats ttl, wake-up channel, job id, reply ttl.
+# KEYS: job, stats, queued index. ARGV: now, stats ttl, wake-up channel, job id, reply ttl.
 # Cancels a queued job and wakes its waiters. Returns its status before (nil: no such job).
 CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st ~= 'queued' then return st end
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'payload', '')
+redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PUBLISH', ARGV[3], '1')
 local reply = redis.call('HGET', KEYS[1], 'reply')
 if reply then

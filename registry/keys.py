@@ -13,6 +13,9 @@
 - ``predictq:inflight``                       zset job id -> deadline, for jobs a worker has claimed
 - ``predictq:claiming:{worker}``              a worker process's one-message landing list
 - ``predictq:dead``                           dead letters: JSON entries (bounded)
+- ``predictq:queued``                         zset job id -> time it was (re)queued, until it starts
+- ``predictq:busy:{worker}``                  deadline of the batch a worker process is running
+- ``{queue}.isolate``                         jobs recovered from a crashed batch, run one at a time
 - ``predictq:worker:{name}``                  worker heartbeat JSON (expires)
 - ``predictq:load_failures``                  hash "{model}:{version}:{worker}" -> error JSON
 - ``predictq:stats:{minute}``                 hash status -> count for that minute (expires)
@@ -26,6 +29,7 @@ EVENTS = f"{PREFIX}:events"
 LOAD_FAILURES = f"{PREFIX}:load_failures"
 INFLIGHT = f"{PREFIX}:inflight"
 DEAD = f"{PREFIX}:dead"
+QUEUED = f"{PREFIX}:queued"
 DEAD_LIMIT = 10_000
 WORKER_PATTERN = f"{PREFIX}:worker:*"
 
@@ -73,6 +77,14 @@ def reply(client: str) -> str:
 
 def claiming(worker: str) -> str:
     return f"{PREFIX}:claiming:{worker}"
+
+
+def busy(worker: str) -> str:
+    return f"{PREFIX}:busy:{worker}"
+
+
+def isolate(queue: str) -> str:
+    return f"{queue}.isolate"
 
 
 def worker(name: str) -> str:

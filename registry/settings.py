@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         86_400, gt=0, description="Seconds a job record and its result live after submission."
     )
     max_rows: int = Field(10_000, gt=0, description="Most input rows one job may carry.")
+    max_job_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest encoded job message the client will send."
+    )
     models: str = Field(
         "",
         description="Comma-separated model names a worker preloads; empty means every "
@@ -72,11 +75,42 @@ class Settings(BaseSettings):
         "what is queued (under load batches fill up by themselves, and a lone job waits for none).",
     )
     visibility_timeout: int = Field(
-        300, gt=0, description="Seconds a claimed job may run before it counts as lost."
+        300,
+        gt=0,
+        description="Seconds a claimed job may stay running before the sweeper counts it as "
+        "lost and requeues it; must exceed time_limit.",
+    )
+    time_limit: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds one batch may run; past it the process is stopped and its job "
+        "fails with 'timeout' (jobs of a larger batch are retried one at a time first).",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Runs a job gets before a crash or stall fails it as worker_lost."
+    )
+    sweep_interval: float = Field(
+        1.0, gt=0, description="Seconds between recovery sweeps in each worker node."
+    )
+    lost_queued_after: float = Field(
+        30.0,
+        gt=0,
+        description="A job still 'queued' this long while every queue is empty lost its "
+        "message (Redis lost data): the sweeper pushes it again from its record.",
     )
     actor: str | None = Field(
         None, description="Name recorded as 'who' in the promotion history (default user@host)."
     )
+
+    @model_validator(mode="after")
+    def _limits_agree(self) -> Settings:
+        if self.visibility_timeout <= self.time_limit:
+            raise ValueError(
+                f"PREDICTQ_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must be longer than "
+                f"PREDICTQ_TIME_LIMIT ({self.time_limit}s), or running jobs would be requeued "
+                "while they still run"
+            )
+        return self
 
     @property
     def artifact_path(self) -> Path:

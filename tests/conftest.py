@@ -156,9 +156,11 @@ def start_worker(
 ) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(concurrency: int = 1, **extra_env: str) -> Worker:
+    def start(
+        concurrency: int = 1, redis_client: redis.Redis | None = None, **extra_env: str
+    ) -> Worker:
         log = tmp_path / f"worker-{len(workers)}.log"
-        w = Worker({**env, **extra_env}, log, concurrency, r)
+        w = Worker({**env, **extra_env}, log, concurrency, redis_client or r)
         workers.append(w)
         return w
 

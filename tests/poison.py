@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -17,4 +21,24 @@ class PoisonClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, x: np.ndarray) -> np.ndarray:
         if np.any(x[:, 0] == 666):
             raise ValueError("poisoned row")
+        return (x[:, 0] > 0).astype(int)
+
+
+class KillerClassifier(PoisonClassifier):
+    """Kills the process that runs it when any first feature is 666: a segfault stand-in."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if np.any(x[:, 0] == 666):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return (x[:, 0] > 0).astype(int)
+
+
+class SlowClassifier(PoisonClassifier):
+    """Sleeps ``delay`` seconds per call, and 60 s when any first feature is 777."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        time.sleep(60 if np.any(x[:, 0] == 777) else self.delay)
         return (x[:, 0] > 0).astype(int)

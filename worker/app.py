@@ -29,6 +29,8 @@ def celery_config(broker_url: str, settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 4,
+        # Lets a promotion recycle pool processes so they share the new version (lifecycle).
+        "worker_pool_restarts": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_send_task_events": False,

@@ -24,6 +24,9 @@ app.command()(producer_cli.submit)
 app.command()(producer_cli.result)
 redis_app = typer.Typer(help="The embedded local Redis.", no_args_is_help=True)
 app.add_typer(redis_app, name="redis")
+dead_app = typer.Typer(help="Dead letters: contained poison jobs and refused messages.",
+                       no_args_is_help=True)  # fmt: skip
+app.add_typer(dead_app, name="dead")
 console = Console()
 err = Console(stderr=True)
 
@@ -124,6 +127,41 @@ def redis_stop() -> None:
     """Stop the embedded Redis, flushing its append-only file."""
     stopped = stop_embedded(get_settings().embedded_port)
     console.print("stopped" if stopped else "no embedded Redis was running")
+
+
+@dead_app.command("list")
+def dead_list(limit: int = typer.Option(20, "--limit", "-n", min=1)) -> None:
+    """Show the newest dead letters."""
+    from .dead_letters import list_dead
+
+    table = Table("job", "code", "attempts", "when", "message", title="dead letters")
+    for entry in list_dead(Registry().redis, limit):
+        table.add_row(
+            str(entry.get("id") or "(no id)"), entry["error"]["code"],
+            str(entry.get("attempts", "-")),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])),
+            entry["error"]["message"],
+        )  # fmt: skip
+    console.print(table)
+
+
+@dead_app.command("retry")
+def dead_retry(
+    job_ids: list[str] = typer.Argument(None, help="Job IDs to retry."),
+    all_: bool = typer.Option(False, "--all", help="Retry every dead letter."),
+) -> None:
+    """Queue dead-lettered jobs again, with their attempts reset."""
+    from .dead_letters import retry_dead
+
+    if not job_ids and not all_:
+        raise PredictqError("name the job IDs to retry, or pass --all")
+    settings = get_settings()
+    outcomes = retry_dead(Registry(settings=settings).redis, settings,
+                          None if all_ else set(job_ids))  # fmt: skip
+    for job_id, outcome in outcomes.items():
+        console.print(f"{job_id}: {outcome}")
+    if not outcomes:
+        console.print("no matching dead letters")
 
 
 def main() -> None:

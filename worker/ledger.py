@@ -20,11 +20,11 @@ local function sliced(cmd, key, list)
 end
 """
 
-# KEYS: queue, this process's claim list. ARGV: most messages, '1' to include the claim list.
-# A blocking LMOVE parked the batch's first message on the claim list; this moves more onto it
-# and returns them (with what was parked, when asked). Until the batch is finished they live on
-# that list, so a process that dies mid-batch leaves them where the sweeper finds them, never
-# only in its memory.
+# KEYS: queue, this process's claim list. ARGV: most messages, '1' to include the claim list. A
+# blocking LMOVE parked the batch's first message on the claim list; this moves more onto it and
+# returns them (with what was parked, when asked). Until the batch is finished they live on that
+# list, so a process that dies mid-batch leaves them where the sweeper finds them, never only in
+# its memory.
 CLAIM = (
     _SLICED
     + """
@@ -42,21 +42,23 @@ return out
 """
 )
 
-# KEYS: in-flight zset. ARGV: now, worker, deadline, default ttl, job key prefix, then per job:
-# id, model, alias, pinned version or '', probabilities, ttl, raw message ('' when the producer
-# wrote the record at submission). Marks each job running (writing the record of a job sent by
-# a stock Celery client, which has none yet), counts the attempt, indexes it in flight until
-# ``deadline`` and resolves its alias (once per alias per batch). Returns 3 values per job:
-# status before ('new' if no record), attempts, alias version.
+# KEYS: in-flight zset, queued index, busy marker. ARGV: now, worker, deadline, default ttl, job
+# key prefix, batch deadline, then per job: id, model, alias, pinned version or '', probabilities,
+# ttl, raw message ('' when the producer wrote the record at submission). Marks each job running
+# (writing the record of a job sent by a stock Celery client, which has none yet), counts the
+# attempt, indexes it in flight until ``deadline`` and resolves its alias (once per alias per
+# batch). Returns 3 values per job: status before ('new' if no record), attempts, alias version.
 START = (
     _SLICED
     + f"""
 local out = {{}}
 local inflight = {{}}
 local resolved = {{}}
-for b = 6, #ARGV, 7 do
+local started = {{}}
+for b = 7, #ARGV, 7 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
+  started[#started + 1] = id
   local rec = redis.call('HMGET', key, 'status', 'model', 'alias', 'version', 'attempts')
   local st = rec[1]
   if {_FINAL} then
@@ -88,15 +90,19 @@ for b = 6, #ARGV, 7 do
   end
 end
 sliced('ZADD', KEYS[1], inflight)
+sliced('ZREM', KEYS[2], started)
+if #inflight > 0 then
+  redis.call('SET', KEYS[3], ARGV[6], 'EX', math.ceil(ARGV[6] - ARGV[1]) + 60)
+end
 return out
 """
 )
 
-# KEYS: in-flight zset, stats, claim list. ARGV: now, default ttl, reply ttl, stats ttl, job key
-# prefix, wake-up channel prefix, reply limit, then per job: id, status, version, predictions,
-# probabilities, error. Writes each final record once (a job that is already final keeps its
-# result), wakes its waiters, leaves the in-flight index and empties the claim list. Returns
-# 1/0 per job (0: a duplicate that wrote nothing).
+# KEYS: in-flight zset, stats, claim list, busy marker. ARGV: now, default ttl, reply ttl, stats
+# ttl, job key prefix, wake-up channel prefix, reply limit, then per job: id, status, version,
+# predictions, probabilities, error. Writes each final record once (a job that is already final
+# keeps its result), wakes its waiters, leaves the in-flight index and empties the claim list.
+# Returns 1/0 per job (0: a duplicate that wrote nothing).
 FINISH = (
     _SLICED
     + f"""
@@ -135,7 +141,7 @@ end
 for status, n in pairs(counts) do redis.call('HINCRBY', KEYS[2], status, n) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 sliced('ZREM', KEYS[1], ids)
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 return out
 """
 )

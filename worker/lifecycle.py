@@ -17,6 +17,7 @@ from celery import signals
 from registry import get_settings, keys
 
 from .consumer import BatchConsumer
+from .recovery import Sweeper
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 _HEARTBEAT_EVERY = 5.0
 _HEARTBEAT_TTL = 15
 
-_state: dict[str, Any] = {"runtime": None, "url": None, "consumer": None, "listener": None}
+_state: dict[str, Any] = {
+    "runtime": None, "url": None, "consumer": None, "listener": None, "sweeper": None,
+    "pool": None, "parent_pid": None,
+}  # fmt: skip
+# Eviction policies under which Redis may drop queue or job keys when memory runs out.
+_UNSAFE_EVICTION = {"allkeys-lru", "allkeys-lfu", "allkeys-random"}
 
 
 def install(url: str) -> None:
@@ -43,8 +49,11 @@ def runtime() -> Runtime:
 def _follow_promotions(rt: Runtime) -> None:
     """Preload and swap in each promoted version as soon as its push arrives.
 
-    After a dropped connection it re-reads every alias, so a push missed while disconnected
-    is caught up; jobs themselves always resolve their alias afresh as a last resort.
+    It runs in the node's main process. With a prefork pool, once the new version is loaded
+    there the pool processes are recycled: each finishes its batch, exits, and is forked
+    again, sharing the new version's memory copy-on-write instead of loading a copy each.
+    Until then, pool processes load it on demand, since every batch resolves its aliases
+    afresh. After a dropped connection the listener re-reads every alias.
     """
     served = set(get_settings().served_models)
     while True:
@@ -57,15 +66,26 @@ def _follow_promotions(rt: Runtime) -> None:
                 if served and event["model"] not in served:
                     continue
                 try:
-                    rt.cache.get(event["model"], int(event["version"]), event["alias"])
+                    loaded = rt.cache.get(event["model"], int(event["version"]), event["alias"])
                 except Exception:
                     log.exception("could not preload %s", event)
+                    continue
+                if loaded.meta.version == int(event["version"]):
+                    _recycle_pool()
         except redis.RedisError as e:
             log.warning("promotion listener lost Redis (%s); reconnecting", e)
             time.sleep(1.0)
         except Exception:
             log.exception("promotion listener failed; restarting it")
             time.sleep(1.0)
+
+
+def _recycle_pool() -> None:
+    """Ask prefork pool processes to exit after their current work, to be forked afresh."""
+    pool = getattr(_state["pool"], "_pool", None)
+    if pool is not None and getattr(pool, "allow_restart", False):
+        log.info("recycling pool processes to share the newly loaded version")
+        pool.restart()
 
 
 def _start_listener(rt: Runtime) -> None:
@@ -79,8 +99,23 @@ def _start_listener(rt: Runtime) -> None:
 def _load_before_fork(sender: Any = None, **_: Any) -> None:
     """Load promoted versions in the parent, so pool processes share them copy-on-write."""
     rt = runtime()
+    _state["parent_pid"] = os.getpid()
     rt.rename(getattr(sender, "hostname", None) or "worker")
+    _warn_on_eviction(rt)
     rt.cache.warm(get_settings().served_models)
+
+
+def _warn_on_eviction(rt: Runtime) -> None:
+    try:
+        policy = rt.redis.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except redis.ResponseError:
+        return  # managed Redis services often refuse CONFIG; nothing to check then
+    if policy in _UNSAFE_EVICTION:
+        log.warning(
+            "Redis maxmemory-policy is %s: under memory pressure Redis may evict queued jobs "
+            "and job records. Set it to noeviction (or volatile-*) for predictq.",
+            policy,
+        )
 
 
 @signals.worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -88,7 +123,8 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     rt = runtime()
     rt.cache.after_fork()
     rt.rename(str(sender) if sender else "worker")
-    _start_listener(rt)
+    if os.getpid() == _state["parent_pid"]:
+        _start_listener(rt)  # solo pool: this is the main process
     if get_settings().batching:
         consumer = _state["consumer"] = BatchConsumer(rt)
         consumer.start()
@@ -105,6 +141,7 @@ def _stop_consumer(**_: Any) -> None:
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or "worker"
+    _state["pool"] = getattr(getattr(sender, "controller", None), "pool", None)
     rt = runtime()
     _start_listener(rt)
     info = {
@@ -124,10 +161,15 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
             time.sleep(_HEARTBEAT_EVERY)
 
     threading.Thread(target=beat, daemon=True).start()
+    sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname)
+    sweeper.start()
 
 
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _clear_heartbeat(sender: Any = None, **_: Any) -> None:
+    sweeper: Sweeper | None = _state["sweeper"]
+    if sweeper is not None:
+        sweeper.stop()
     rt: Runtime | None = _state["runtime"]
     if rt is not None and sender is not None:
         with contextlib.suppress(redis.RedisError):

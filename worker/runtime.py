@@ -24,9 +24,6 @@ from .model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
-# Messages larger than this are refused unread: a job's rows are bounded by max_rows anyway.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
 
 @functools.lru_cache(maxsize=4096)
 def _checked_names(model: str, alias: str) -> None:
@@ -75,33 +72,38 @@ class Runtime:
 
     # -- claiming and starting -------------------------------------------------------------
 
-    def claim(self, limit: int, block: float) -> list[Job]:
+    def claim(
+        self, limit: int, block: float, queue: str | None = None, *, fresh: bool = True
+    ) -> list[Job]:
         """Up to ``limit`` jobs from the queue, waiting up to ``block`` seconds for the first.
 
         Messages move atomically from the queue onto this process's claim list, where they
-        stay until ``finish`` has written their results.
+        stay until ``finish`` has written their results. ``fresh`` starts a batch; a claim that
+        tops up the batch in hand passes False.
         """
-        first = block > 0
-        if first:
+        queue = queue or self.settings.queue
+        if block > 0:
             # Redis takes fractional seconds here; redis-py's annotation says int.
             timeout: Any = block
-            moved = self.redis.blmove(self.settings.queue, self.landing, timeout, "RIGHT", "LEFT")
-            if moved is None:
+            if self.redis.blmove(queue, self.landing, timeout, "RIGHT", "LEFT") is None:
                 return []
-        raws = self._claim(keys=[self.settings.queue, self.landing], args=[limit, int(first)])
+        raws = self._claim(keys=[queue, self.landing], args=[limit, int(fresh)])
         started = self.start([self._parse(raw) for raw in raws])
-        if raws and not started and first:
+        if raws and not started and fresh:
             self.finish([], self.landing)  # only duplicates or dead letters: clear the list
         return started
 
     def _parse(self, raw: str) -> Job | None:
         """The job a raw message asks for (failed if it is bad), or None if it has no ID."""
         try:
-            if len(raw) > MAX_MESSAGE_BYTES:
-                raise InvalidInput(f"message of {len(raw)} bytes is over the limit")
+            # Refused unread: base64 makes an accepted job's message at most 4/3 its size.
+            if len(raw) > 2 * self.settings.max_job_bytes:
+                raise InvalidInput(
+                    f"message of {len(raw)} bytes is over the limit (PREDICTQ_MAX_JOB_BYTES)"
+                )
             message = envelope.parse(raw)
         except InvalidInput as e:
-            job_id = envelope.job_id_of(envelope.loads_or_none(raw[:MAX_MESSAGE_BYTES]))
+            job_id = envelope.job_id_of(envelope.loads_or_none(raw))
             self.dead_letter(job_id, raw, e)
             if job_id is None:
                 return None
@@ -123,7 +125,8 @@ class Runtime:
             return []
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
-                           self.settings.result_ttl, ledger.JOB_PREFIX]  # fmt: skip
+                           self.settings.result_ttl, ledger.JOB_PREFIX,
+                           now + self.settings.time_limit]  # fmt: skip
         for job in jobs:
             r = job.request
             argv += [
@@ -135,7 +138,7 @@ class Runtime:
                 r.ttl if r and r.ttl else "",
                 "" if job.has_record else job.raw,
             ]
-        flat = self._start(keys=[keys.INFLIGHT], args=argv)
+        flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)], args=argv)
         started = []
         for i, job in enumerate(jobs):
             status, attempts, alias_version = flat[3 * i : 3 * i + 3]
@@ -165,7 +168,8 @@ class Runtime:
             argv += [job.id, job.status, "" if job.version is None else job.version,
                      job.predictions, job.proba,
                      orjson.dumps(job.error.to_dict()) if job.error else ""]  # fmt: skip
-        written = sum(self._finish(keys=[keys.INFLIGHT, rec.stats_key(now), landing], args=argv))
+        finish_keys = [keys.INFLIGHT, rec.stats_key(now), landing, keys.busy(self.worker)]
+        written = sum(self._finish(keys=finish_keys, args=argv))
         if written < len(jobs):
             log.warning("%d job(s) had already ended: results not overwritten",
                         len(jobs) - written)  # fmt: skip

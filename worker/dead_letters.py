@@ -1,0 +1,53 @@
+"""Dead letters: jobs contained after crashing or stalling their workers, and refused messages."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis
+
+from registry import Settings, keys
+
+from . import ledger
+
+# KEYS: queue, dead letters, queued index. ARGV: now, job key prefix, the entry as stored, id,
+# message. Takes the entry off the dead-letter list and queues its job afresh (attempts reset).
+# Returns 'retried', 'gone' (someone else took the entry) or 'expired' (no record left).
+RETRY = """
+if redis.call('LREM', KEYS[2], 1, ARGV[3]) == 0 then return 'gone' end
+local key = ARGV[2] .. ARGV[4]
+if redis.call('EXISTS', key) == 0 then return 'expired' end
+redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', ARGV[5],
+  'started_at', '', 'finished_at', '', 'submitted_at', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+redis.call('LPUSH', KEYS[1], ARGV[5])
+return 'retried'
+"""
+
+
+def list_dead(client: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters."""
+    return [orjson.loads(e) for e in client.lrange(keys.DEAD, 0, limit - 1)]
+
+
+def retry_dead(client: redis.Redis, settings: Settings, job_ids: set[str] | None) -> dict[str, str]:
+    """Queue again the dead-lettered jobs in ``job_ids`` (all when None): id -> outcome."""
+    script = client.register_script(RETRY)
+    outcomes: dict[str, str] = {}
+    for raw in client.lrange(keys.DEAD, 0, -1):
+        entry = orjson.loads(raw)
+        job_id, message = entry.get("id"), entry.get("message")
+        if not job_id or (job_ids is not None and job_id not in job_ids):
+            continue
+        if not message:
+            outcomes[job_id] = "no message to retry"
+            continue
+        outcomes[job_id] = str(
+            script(
+                keys=[settings.queue, keys.DEAD, keys.QUEUED],
+                args=[f"{time.time():.6f}", ledger.JOB_PREFIX, raw, job_id, message],
+            )
+        )
+    return outcomes
