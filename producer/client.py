@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -65,10 +66,14 @@ class Client:
         self._cancel = self.redis.register_script(records.CANCEL)
         # Finished jobs this client submitted are announced here (see wait_many).
         self._reply = keys.reply(uuid.uuid4().hex)
+        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub_lock = threading.Lock()
         self._versions: dict[tuple[str, int], ModelVersion] = {}
         self._aliases: dict[tuple[str, str], tuple[int, float]] = {}
 
     def close(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.close()
         self.redis.close()
 
     def __enter__(self) -> Client:
@@ -225,7 +230,8 @@ class Client:
         deadline = time.monotonic() + timeout
         order = list(dict.fromkeys(job_ids))
         pending = set(order)
-        self._drop_final(pending)
+        if len(pending) > _SUBSCRIBE_AT_MOST:
+            self._drop_final(pending)  # few jobs are checked right after subscribing instead
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -255,19 +261,32 @@ class Client:
         return [results[j] for j in job_ids]
 
     def _wait_subscribed(self, pending: set[str], timeout: float) -> None:
-        """Subscribe to the wake-up channels of ``pending``, then wait up to ``timeout``."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        try:
-            pubsub.subscribe(*(keys.done(j) for j in pending))
-            # Re-read after subscribing: a job that ended in between published to nobody.
-            self._drop_final(pending)
-            deadline = time.monotonic() + timeout
-            while pending and (left := deadline - time.monotonic()) > 0:
-                message = pubsub.get_message(timeout=left)
-                if message is not None and message["type"] == "message":
-                    pending.discard(message["channel"][len(_DONE_PREFIX) :])
-        finally:
-            pubsub.close()
+        """Subscribe to the wake-up channels of ``pending``, then wait up to ``timeout``.
+
+        One subscriber connection per client is kept open: opening one per wait would cost
+        more than the wait itself.
+        """
+        channels = [keys.done(j) for j in pending]
+        with self._pubsub_lock:
+            if self._pubsub is None:
+                self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._pubsub
+            try:
+                pubsub.subscribe(*channels)
+                # Re-read after subscribing: a job that ended in between published to nobody.
+                self._drop_final(pending)
+                deadline = time.monotonic() + timeout
+                while pending and (left := deadline - time.monotonic()) > 0:
+                    message = pubsub.get_message(timeout=left)
+                    if message is not None and message["type"] == "message":
+                        pending.discard(message["channel"][len(_DONE_PREFIX) :])
+            except redis.ConnectionError:
+                # Redis went away: drop the subscriber; the caller's next round starts anew.
+                pubsub.close()
+                self._pubsub = None
+            finally:
+                if self._pubsub is not None:
+                    pubsub.unsubscribe(*channels)
 
     def _drop_final(self, pending: set[str]) -> None:
         """Remove finished jobs from ``pending``; JobNotFound for an unknown or expired one."""

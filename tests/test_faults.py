@@ -64,13 +64,17 @@ def test_a_pool_process_killed_mid_run_loses_no_job_and_writes_each_result_once(
     victim = _pool_pids(worker)[0]
     os.kill(victim, signal.SIGKILL)
 
-    results = client.wait_many(ids, timeout=120)
+    try:
+        results = client.wait_many(ids, timeout=120)
+    except Exception:
+        print(worker.output())
+        raise
 
     counts = _report("worker SIGKILL", ids, results, r)
     assert counts["lost"] == 0
     assert counts["succeeded"] == 2000
     assert counts["results_written"] == 2000  # a duplicate execution wrote no second result
-    assert worker.proc.poll() is None
+    assert worker.proc.poll() is None, worker.output()
     assert victim not in _pool_pids(worker)
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _BLOCK = 1.0
 # Seconds after the node's first heartbeat before its pool processes start consuming.
-_SETTLE = 0.5
+_SETTLE = 1.0
 
 
 class BatchConsumer(threading.Thread):
