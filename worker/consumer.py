@@ -8,8 +8,10 @@ microseconds per predicted row that overhead is the whole cost. This loop takes 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from typing import Any
 
 import orjson
 import redis
@@ -28,10 +30,13 @@ _SETTLE = 1.0
 class BatchConsumer(threading.Thread):
     """Claim, predict, write back: until ``stop()``, finishing the batch in hand."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, generation: Any = None) -> None:
+        """``generation``: shared memory the node bumps to recycle this pool process."""
         super().__init__(name="predictq-batch-consumer", daemon=True)
         self.runtime = runtime
         self._stopping = threading.Event()
+        self._generation = generation
+        self._born = generation.value if generation is not None else None
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
@@ -45,6 +50,12 @@ class BatchConsumer(threading.Thread):
         """
         node = self.runtime.worker.rpartition(":")[0]
         while not self._stopping.is_set():
+            if self._generation is not None and self._generation.value != self._born:
+                # The node loaded a new version: exit between batches, so that the pool forks
+                # a fresh process that shares it instead of holding a private copy.
+                log.info("pool process exiting to be forked again with the new version")
+                logging.shutdown()
+                os._exit(0)
             try:
                 raw = self.runtime.redis.get(keys.worker(node))
                 if raw is not None and time.time() - orjson.loads(raw)["started_at"] > _SETTLE:
@@ -60,6 +71,12 @@ class BatchConsumer(threading.Thread):
         limit = settings.batch_max_rows
         isolate = keys.isolate(settings.queue)
         while not self._stopping.is_set():
+            if self._generation is not None and self._generation.value != self._born:
+                # The node loaded a new version: exit between batches, so that the pool forks
+                # a fresh process that shares it instead of holding a private copy.
+                log.info("pool process exiting to be forked again with the new version")
+                logging.shutdown()
+                os._exit(0)
             try:
                 # Jobs recovered from a crashed or stalled batch run alone first, so that a
                 # job that kills its process takes no other job down with it again.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ _HEARTBEAT_TTL = 15
 
 _state: dict[str, Any] = {
     "runtime": None, "url": None, "consumer": None, "listener": None, "sweeper": None,
-    "pool": None, "parent_pid": None,
+    "pool": None, "parent_pid": None, "generation": None,
 }  # fmt: skip
 # Eviction policies under which Redis may drop queue or job keys when memory runs out.
 _UNSAFE_EVICTION = {"allkeys-lru", "allkeys-lfu", "allkeys-random"}
@@ -81,11 +82,15 @@ def _follow_promotions(rt: Runtime) -> None:
 
 
 def _recycle_pool() -> None:
-    """Ask prefork pool processes to exit after their current work, to be forked afresh."""
-    pool = getattr(_state["pool"], "_pool", None)
-    if pool is not None and getattr(pool, "allow_restart", False):
+    """Ask prefork pool processes to exit after their current batch, to be forked afresh."""
+    generation = _state["generation"]
+    if generation is not None and _state["pool"] is not None:
         log.info("recycling pool processes to share the newly loaded version")
-        pool.restart()
+        generation.value += 1
+
+
+def _is_prefork(pool: Any) -> bool:
+    return type(pool).__module__.endswith("prefork")
 
 
 def _start_listener(rt: Runtime) -> None:
@@ -100,6 +105,9 @@ def _load_before_fork(sender: Any = None, **_: Any) -> None:
     """Load promoted versions in the parent, so pool processes share them copy-on-write."""
     rt = runtime()
     _state["parent_pid"] = os.getpid()
+    # Shared memory that pool processes inherit at every fork: bumping it asks them to exit
+    # after their batch so they are forked again from this process (see _recycle_pool).
+    _state["generation"] = multiprocessing.Value("l", 0, lock=False)
     rt.rename(getattr(sender, "hostname", None) or "worker")
     _warn_on_eviction(rt)
     rt.cache.warm(get_settings().served_models)
@@ -123,10 +131,11 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     rt = runtime()
     rt.cache.after_fork()
     rt.rename(str(sender) if sender else "worker")
-    if os.getpid() == _state["parent_pid"]:
+    child = os.getpid() != _state["parent_pid"]
+    if not child:
         _start_listener(rt)  # solo pool: this is the main process
     if get_settings().batching:
-        consumer = _state["consumer"] = BatchConsumer(rt)
+        consumer = _state["consumer"] = BatchConsumer(rt, _state["generation"] if child else None)
         consumer.start()
 
 
@@ -141,7 +150,11 @@ def _stop_consumer(**_: Any) -> None:
 @signals.worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or "worker"
-    _state["pool"] = getattr(getattr(sender, "controller", None), "pool", None)
+    pool = getattr(getattr(sender, "controller", None), "pool", None)
+    # Only a prefork pool has processes to recycle; a solo pool is this very process.
+    _state["pool"] = (
+        pool if getattr(pool, "_pool", None) is not None and _is_prefork(pool) else None
+    )
     rt = runtime()
     _start_listener(rt)
     info = {
