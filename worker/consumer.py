@@ -42,6 +42,14 @@ class BatchConsumer(threading.Thread):
         self._stopping.set()
         self.join(timeout)
 
+    def _exit_if_recycled(self) -> None:
+        """Exit between batches once the node loaded a new version, so that the pool forks a
+        fresh process that shares it instead of this one holding a private copy."""
+        if self._generation is not None and self._generation.value != self._born:
+            log.info("pool process exiting to be forked again with the new version")
+            logging.shutdown()
+            os._exit(0)
+
     def _wait_for_node(self) -> None:
         """Start consuming only once the node has been up a moment.
 
@@ -50,12 +58,7 @@ class BatchConsumer(threading.Thread):
         """
         node = self.runtime.worker.rpartition(":")[0]
         while not self._stopping.is_set():
-            if self._generation is not None and self._generation.value != self._born:
-                # The node loaded a new version: exit between batches, so that the pool forks
-                # a fresh process that shares it instead of holding a private copy.
-                log.info("pool process exiting to be forked again with the new version")
-                logging.shutdown()
-                os._exit(0)
+            self._exit_if_recycled()
             try:
                 raw = self.runtime.redis.get(keys.worker(node))
                 if raw is not None and time.time() - orjson.loads(raw)["started_at"] > _SETTLE:
@@ -71,12 +74,7 @@ class BatchConsumer(threading.Thread):
         limit = settings.batch_max_rows
         isolate = keys.isolate(settings.queue)
         while not self._stopping.is_set():
-            if self._generation is not None and self._generation.value != self._born:
-                # The node loaded a new version: exit between batches, so that the pool forks
-                # a fresh process that shares it instead of holding a private copy.
-                log.info("pool process exiting to be forked again with the new version")
-                logging.shutdown()
-                os._exit(0)
+            self._exit_if_recycled()
             try:
                 # Jobs recovered from a crashed or stalled batch run alone first, so that a
                 # job that kills its process takes no other job down with it again.
