@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,9 @@ class ModelVersion(BaseModel):
     version: int
     sha256: str = Field(description="SHA-256 of the artifact's bytes; checked before loading.")
     size: int = Field(description="Artifact size in bytes.")
+    format: Literal["joblib", "skops"] = Field(
+        "joblib", description="joblib (pickle) or skops (allow-listed types only)."
+    )
     signature: Signature
     environment: Environment
     created_at: datetime

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import io
 import os
 import socket
 import tempfile
@@ -12,10 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import redis
 
-from . import keys, scripts
+from . import formats, keys, scripts
 from .connection import connect, resolve_url
 from .errors import ModelNotFound, NothingToRollBack
 from .models import ModelVersion, PromotionEvent
@@ -65,21 +63,30 @@ class Registry:
         description: str | None = None,
         tags: Mapping[str, str] | None = None,
         metrics: Mapping[str, float] | None = None,
+        format: formats.Format | None = None,
     ) -> ModelVersion:
-        """Store a fitted estimator (or a joblib file) as the next version of ``name``."""
+        """Store a fitted estimator (or a joblib or .skops file) as the next version of ``name``.
+
+        ``format`` is "joblib" (the default for estimators) or "skops" (loads only allowed
+        types); a file's format follows its extension.
+        """
         check_name(name)
+        trusted = self.settings.skops_trusted_types
         if isinstance(estimator_or_path, str | os.PathLike):
             path = Path(estimator_or_path)
-            # Registering a file unpickles it here, once, to read its signature: only
-            # register files you trust. Workers never load an artifact whose hash differs.
-            estimator = joblib.load(path)
+            fmt = formats.format_of(path)
+            # Registering a joblib file unpickles it here, once, to read its signature: only
+            # register joblib files you trust. Workers never load an artifact whose hash differs.
+            estimator = formats.loads(path.read_bytes(), fmt, trusted, model=name, version=0)
             sig = signature_of(estimator)
             sha, size = self.store.put_file(path)
         else:
+            fmt = format or "joblib"
             sig = signature_of(estimator_or_path)
+            data = formats.dumps(estimator_or_path, fmt, trusted)
             with tempfile.TemporaryDirectory() as tmp:
-                tmp_path = Path(tmp) / "model.joblib"
-                joblib.dump(estimator_or_path, tmp_path)
+                tmp_path = Path(tmp) / f"model.{fmt}"
+                tmp_path.write_bytes(data)
                 sha, size = self.store.put_file(tmp_path)
         while True:
             version = int(self.redis.incr(keys.model_seq(name)))
@@ -88,6 +95,7 @@ class Registry:
                 version=version,
                 sha256=sha,
                 size=size,
+                format=fmt,
                 signature=sig,
                 environment=current_environment(),
                 created_at=_now(),
@@ -221,7 +229,8 @@ class Registry:
     def load(self, meta: ModelVersion) -> Any:
         """The estimator of ``meta``, unpickled only after its SHA-256 matched."""
         data = self.store.read_verified(meta.sha256, model=meta.name, version=meta.version)
-        return joblib.load(io.BytesIO(data))
+        return formats.loads(data, meta.format, self.settings.skops_trusted_types,
+                             model=meta.name, version=meta.version)  # fmt: skip
 
     # -- recovery --------------------------------------------------------------------------
 

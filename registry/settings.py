@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         description="A job still 'queued' this long while every queue is empty lost its "
         "message (Redis lost data): the sweeper pushes it again from its record.",
     )
+    skops_trusted: str = Field(
+        "",
+        description="Comma-separated types skops artifacts may hold beyond skops's own safe "
+        "defaults (e.g. mypkg.MyEstimator).",
+    )
     actor: str | None = Field(
         None, description="Name recorded as 'who' in the promotion history (default user@host)."
     )
@@ -116,6 +121,11 @@ class Settings(BaseSettings):
     def artifact_path(self) -> Path:
         """The artifact store directory, defaulting under ``home``."""
         return self.artifact_dir or self.home / "artifacts"
+
+    @property
+    def skops_trusted_types(self) -> list[str]:
+        """The type names from ``skops_trusted``, parsed."""
+        return [t.strip() for t in self.skops_trusted.split(",") if t.strip()]
 
     @property
     def served_models(self) -> list[str]:

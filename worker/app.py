@@ -32,7 +32,10 @@ def celery_config(broker_url: str, settings: Settings) -> dict[str, Any]:
         # Lets a promotion recycle pool processes so they share the new version (lifecycle).
         "worker_pool_restarts": True,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # Redelivery of unacknowledged tasks, and the hard limit of the one-task-per-job path,
+        # follow the same settings as the batch path (visibility timeout > time limit).
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_time_limit": settings.time_limit,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
     }
