@@ -25,7 +25,7 @@ from registry.connection import connect, resolve_url
 from registry.names import check_name
 
 from . import records
-from .contract import FINAL_STATUSES, JobResult
+from .contract import FINAL_STATUSES, MAX_TTL, JobResult
 from .messages import task_message
 from .validation import validate_rows
 
@@ -34,6 +34,7 @@ from .validation import validate_rows
 _SUBMIT_CHUNK = 1000
 # Longest single block on a wake-up list: bounds how stale a missed wake-up can leave a waiter.
 _WAKE_SLICE = 1.0
+_POLL_EVERY = 5.0
 # Waits on at most this many jobs subscribe to their channels; more wait on the reply list.
 _SUBSCRIBE_AT_MOST = 64
 _DONE_PREFIX = keys.done("")
@@ -138,8 +139,10 @@ class Client:
         check_name(alias, "alias")
         if job_ids is not None and len(job_ids) != len(jobs):
             raise InvalidInput(f"got {len(job_ids)} job IDs for {len(jobs)} jobs: give one each")
-        if ttl is not None and ttl <= 0:
-            raise InvalidInput(f"ttl must be a positive number of seconds, got {ttl}")
+        if ttl is not None and not (isinstance(ttl, int) and 0 < ttl <= MAX_TTL):
+            raise InvalidInput(
+                f"ttl must be a whole number of seconds from 1 to {MAX_TTL}, got {ttl!r}"
+            )
         meta = self._target(model, version, alias)
         if probabilities and not meta.signature.has_predict_proba:
             raise InvalidInput(
@@ -230,6 +233,7 @@ class Client:
         deadline = time.monotonic() + timeout
         order = list(dict.fromkeys(job_ids))
         pending = set(order)
+        polled = time.monotonic()
         if len(pending) > _SUBSCRIBE_AT_MOST:
             self._drop_final(pending)  # few jobs are checked right after subscribing instead
         while pending:
@@ -245,12 +249,16 @@ class Client:
                 self._wait_subscribed(pending, min(remaining, _WAKE_SLICE))
                 continue
             woke = self.redis.blpop([self._reply], timeout=min(remaining, _WAKE_SLICE))
-            if woke is None:
-                self._drop_final(pending)  # fallback: jobs another client submitted
-                continue
-            pending.discard(woke[1])
-            while more := self.redis.lpop(self._reply, _DRAIN):
-                pending.difference_update(more)
+            if woke is not None:
+                pending.discard(woke[1])
+                while more := self.redis.lpop(self._reply, _DRAIN):
+                    pending.difference_update(more)
+            # Fallback for jobs the reply list does not announce (submitted elsewhere, or
+            # announced to another waiter on this client): poll when the list is quiet, and
+            # every _POLL_EVERY seconds anyway.
+            if woke is None or time.monotonic() - polled > _POLL_EVERY:
+                self._drop_final(pending)
+                polled = time.monotonic()
         results: dict[str, JobResult] = {}
         for start in range(0, len(order), _READ_CHUNK):
             chunk = order[start : start + _READ_CHUNK]

@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
+MAX_TTL = 10 * 365 * 86_400
+"""Longest result TTL a job may ask for (Redis refuses far larger expiry times)."""
+
 TASK_NAME = "predictq.predict"
 """The Celery task name; its keyword arguments are those of :class:`JobRequest`."""
 
@@ -22,7 +25,7 @@ class JobRequest(BaseModel):
     version: int | None = None
     alias: str = "production"
     probabilities: bool = False
-    ttl: int | None = Field(None, gt=0)
+    ttl: int | None = Field(None, gt=0, le=MAX_TTL)
 
 
 class JobError(BaseModel):

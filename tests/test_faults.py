@@ -222,3 +222,37 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_serving(
     assert good.status == "succeeded"
     assert worker.proc.poll() is None
     assert r.llen("predictq") == 0
+
+
+def test_messages_a_dead_process_claimed_but_never_started_are_handed_back(
+    client: Client, promoted: str, settings: Settings, r
+) -> None:
+    from celery import Celery
+
+    from worker.recovery import Sweeper
+
+    ours = client.submit(promoted, [[0.0] * 6])
+    stock = Celery(broker=client.url)
+    kwargs = {"model": promoted, "rows": [[0.0] * 6]}
+    stock.send_task("predictq.predict", task_id="stock-1", queue="predictq", kwargs=kwargs)
+    dead = "node-a@host:999999"  # no such pid: the process is gone
+    for _ in range(2):
+        r.lmove("predictq", keys.claiming(dead), "RIGHT", "LEFT")
+
+    counts = Sweeper(r, settings, "node-a@host").sweep()
+
+    assert counts == {"requeued": 2}
+    assert r.llen(keys.isolate("predictq")) == 2
+    assert not r.exists(keys.claiming(dead))
+    assert client.result(ours).status == "queued"
+
+
+def test_an_absurd_ttl_is_refused_before_anything_is_written(
+    client: Client, promoted: str, r
+) -> None:
+    from registry import InvalidInput
+
+    with pytest.raises(InvalidInput, match="ttl must be a whole number of seconds"):
+        client.submit(promoted, [[0.0] * 6], ttl=10**16)
+    assert list(r.scan_iter(match="predictq:job:*")) == []
+    assert r.llen("predictq") == 0

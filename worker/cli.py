@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 import typer
 from rich.console import Console
@@ -58,10 +59,14 @@ def worker(
     celery = configure(url, settings)
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
-        f"--hostname={hostname or f'predictq-{os.getpid()}@%h'}",
+        # Unique per boot: a restarted container must not inherit its predecessor's name, pids
+        # and claim lists (the sweeper tells live processes from dead ones by name and pid).
+        f"--hostname={hostname or f'predictq-{uuid.uuid4().hex[:8]}@%h'}",
         # With batching on, pool processes claim the job queue themselves; Celery's consumer
         # then listens on a side queue so the two do not compete for messages.
-        "--queues", settings.queue if not settings.batching else f"{settings.queue}.celery",
+        "--queues",
+        f"{settings.queue},{keys.isolate(settings.queue)}" if not settings.batching
+        else f"{settings.queue}.celery",
         # Mingle and gossip only slow start-up: predictq coordinates through Redis keys.
         "--without-mingle", "--without-gossip",
     ])  # fmt: skip

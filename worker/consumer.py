@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 _BLOCK = 1.0
 # Seconds after the node's first heartbeat before its pool processes start consuming.
 _SETTLE = 1.0
+# Consecutive unexpected failures after which the messages in hand are dead-lettered.
+_GIVE_UP_AFTER = 3
 
 
 class BatchConsumer(threading.Thread):
@@ -73,6 +75,7 @@ class BatchConsumer(threading.Thread):
         window = settings.batch_window_ms / 1000
         limit = settings.batch_max_rows
         isolate = keys.isolate(settings.queue)
+        failures = 0
         while not self._stopping.is_set():
             self._exit_if_recycled()
             try:
@@ -93,4 +96,11 @@ class BatchConsumer(threading.Thread):
                 self._stopping.wait(1.0)
             except Exception:
                 log.exception("batch consumer failed; continuing")
+                failures += 1
+                if failures >= _GIVE_UP_AFTER:
+                    # The same claim keeps failing: set it aside rather than replay it forever.
+                    self.runtime.dead_letter_landing("the worker failed on this message repeatedly")
+                    failures = 0
                 self._stopping.wait(0.1)
+            else:
+                failures = 0

@@ -19,10 +19,13 @@ RETRY = """
 if redis.call('LREM', KEYS[2], 1, ARGV[3]) == 0 then return 'gone' end
 local key = ARGV[2] .. ARGV[4]
 if redis.call('EXISTS', key) == 0 then return 'expired' end
-redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', ARGV[5],
+-- The record's payload is whole; the dead letter's may be an excerpt.
+local msg = redis.call('HGET', key, 'payload')
+if not msg or msg == '' then msg = ARGV[5] end
+redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', msg,
   'started_at', '', 'finished_at', '', 'submitted_at', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
-redis.call('LPUSH', KEYS[1], ARGV[5])
+redis.call('LPUSH', KEYS[1], msg)
 return 'retried'
 """
 

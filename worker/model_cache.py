@@ -45,9 +45,12 @@ class ModelCache:
         self._lock = threading.RLock()
 
     def serving(self) -> dict[tuple[str, str], int]:
-        """A copy of the alias -> version map this process serves."""
-        with self._lock:
-            return dict(self._serving)
+        """A copy of the alias -> version map this process serves.
+
+        Taken without the lock, which a model load holds for as long as it takes: the
+        heartbeat must never wait on one (a dict copy is atomic under the GIL).
+        """
+        return dict(self._serving)
 
     def get(self, model: str, version: int, alias: str | None = None) -> LoadedModel:
         """The loaded ``version`` of ``model``; for an alias job, the old version when it fails.

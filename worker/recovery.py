@@ -30,6 +30,9 @@ from . import envelope, ledger
 
 log = logging.getLogger(__name__)
 
+# Seconds both queues must stay empty before queued jobs count as having lost their message.
+_QUIET = 5.0
+
 # KEYS: isolation queue, in-flight zset, dead letters, stats, queued index. ARGV: now, max
 # attempts, job key prefix, wake-up channel prefix, dead limit, reply ttl, stats ttl, 'timeout' to
 # fail now as a timeout (else count the attempt), worker_lost message, timeout message, then per
@@ -42,7 +45,13 @@ for b = 11, #ARGV, 3 do
   local id = ARGV[b]
   local key = ARGV[3] .. id
   local rec = redis.call('HMGET', key, 'status', 'attempts', 'payload', 'reply', 'ttl', 'worker')
-  if rec[1] ~= 'running' or (ARGV[b + 2] ~= '' and rec[6] ~= ARGV[b + 2]) then
+  local from_claim = ARGV[b + 2] ~= ''
+  if from_claim and (not rec[1] or rec[1] == 'queued') and ARGV[b + 1] ~= '' then
+    -- Claimed by the dead process but never started: hand the message back as it is.
+    redis.call('LPUSH', KEYS[1], ARGV[b + 1])
+    if rec[1] then redis.call('ZADD', KEYS[5], ARGV[1], id) end
+    out[#out + 1] = 'requeued'
+  elseif rec[1] ~= 'running' or (from_claim and rec[6] ~= ARGV[b + 2]) then
     if rec[1] ~= 'running' then redis.call('ZREM', KEYS[2], id) end
     out[#out + 1] = 'skipped'
   else
@@ -57,8 +66,10 @@ for b = 11, #ARGV, 3 do
       else
         err = cjson.encode({code = 'worker_lost', message = ARGV[9]})
       end
+      -- The record keeps the payload (it expires with the record) for `predictq dead retry`;
+      -- the dead letter keeps a bounded excerpt, so dead letters stay small.
       redis.call('HSET', key, 'status', 'failed', 'finished_at', ARGV[1], 'error', err,
-        'payload', '')
+        'payload', msg)
       redis.call('EXPIRE', key, rec[5] or 86400)
       redis.call('PUBLISH', ARGV[4] .. id, '1')
       if rec[4] then
@@ -66,7 +77,7 @@ for b = 11, #ARGV, 3 do
         redis.call('EXPIRE', rec[4], ARGV[6])
       end
       redis.call('LPUSH', KEYS[3], cjson.encode({id = id, error = cjson.decode(err),
-        at = tonumber(ARGV[1]), attempts = attempts, message = msg}))
+        at = tonumber(ARGV[1]), attempts = attempts, message = string.sub(msg, 1, 65536)}))
       redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
       redis.call('HINCRBY', KEYS[4], 'failed', 1)
       redis.call('EXPIRE', KEYS[4], ARGV[7])
@@ -123,6 +134,7 @@ class Sweeper(threading.Thread):
         self._recover = client.register_script(RECOVER)
         self._requeue_lost = client.register_script(REQUEUE_LOST)
         self._stopped_for_time: set[str] = set()
+        self._empty_since: float | None = None
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -149,14 +161,32 @@ class Sweeper(threading.Thread):
         overdue = self.redis.zrangebyscore(keys.INFLIGHT, "-inf", now, start=0, num=1000)
         if overdue:
             self._add(counts, self.recover([(str(i), "", "") for i in overdue], "lost"))
-        lost = self._requeue_lost(
-            keys=[self.settings.queue, keys.isolate(self.settings.queue), keys.QUEUED],
-            args=[f"{now:.6f}", now - self.settings.lost_queued_after, ledger.JOB_PREFIX],
-        )
+        lost = self._requeue_lost_after_quiet(now)
         if lost:
             log.warning("pushed %d queued job(s) whose message was lost again", lost)
             counts["relost"] = int(lost)
         return counts
+
+    def _requeue_lost_after_quiet(self, now: float) -> int:
+        """Re-push lost queued jobs, once both queues have stayed empty for a while.
+
+        A batch that was just claimed is still 'queued' until it starts; waiting for the
+        queues to stay empty across sweeps keeps such jobs from being pushed twice.
+        """
+        queues = [self.settings.queue, keys.isolate(self.settings.queue)]
+        if any(self.redis.llen(q) for q in queues):
+            self._empty_since = None
+            return 0
+        if self._empty_since is None:
+            self._empty_since = now
+        if now - self._empty_since < _QUIET:
+            return 0
+        return int(
+            self._requeue_lost(
+                keys=[*queues, keys.QUEUED],
+                args=[f"{now:.6f}", now - self.settings.lost_queued_after, ledger.JOB_PREFIX],
+            )
+        )
 
     @staticmethod
     def _add(counts: dict[str, int], outcomes: list[str]) -> None:
@@ -180,8 +210,12 @@ class Sweeper(threading.Thread):
                 return None
             worker = f"{node}:{pid}"
             return "timeout" if worker in self._stopped_for_time else "lost"
-        # Another node's process: only a node whose heartbeat expired counts as gone.
-        return None if self.redis.exists(keys.worker(node)) else "lost"
+        # Another node's process: only a node whose heartbeat expired counts as gone, and not
+        # while the process's own batch deadline says it may still be working.
+        if self.redis.exists(keys.worker(node)):
+            return None
+        deadline = self.redis.get(keys.busy(f"{node}:{pid}"))
+        return None if deadline is not None and float(deadline) > time.time() else "lost"
 
     def _stop_overdue(self) -> None:
         """SIGKILL local pool processes whose batch passed its deadline."""

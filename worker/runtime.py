@@ -175,6 +175,13 @@ class Runtime:
                         len(jobs) - written)  # fmt: skip
         return int(written)
 
+    def dead_letter_landing(self, reason: str) -> None:
+        """Dead-letter every message on this process's claim list and clear it."""
+        for raw in self.redis.lrange(self.landing, 0, -1):
+            job_id = envelope.job_id_of(envelope.loads_or_none(str(raw)))
+            self.dead_letter(job_id, str(raw), PredictqError(reason))
+        self.redis.delete(self.landing)
+
     def dead_letter(self, job_id: str | None, raw: str, error: PredictqError) -> None:
         """Keep a message that cannot run where `predictq dead` can show it (bounded)."""
         log.error("dead-lettered message %s: %s", job_id or "(no id)", error.message)
