@@ -146,3 +146,24 @@ def test_producer_messages_decode_like_the_ones_celery_sends(redis_url) -> None:
         assert ours["properties"][key] == theirs["properties"][key]
     assert json.loads(base64.b64decode(ours["body"]))[:2] == [[], kwargs]
     assert json.loads(base64.b64decode(theirs["body"]))[:2] == [[], kwargs]
+
+
+def test_a_job_that_fails_before_running_keeps_its_pinned_version(
+    client: Client, promoted: str, redis_url, worker, r
+) -> None:
+    stock = Celery(broker=redis_url)
+    kwargs = {"model": promoted, "rows": [[1, 2]], "version": 1}
+    sent = stock.send_task("predictq.predict", kwargs=kwargs, queue="predictq")
+    wait_for(lambda: r.hget(f"predictq:job:{sent.id}", "status") == "failed", 30, "the failure")
+    assert client.result(sent.id).version == 1
+
+
+def test_a_job_delivered_more_than_max_attempts_fails_as_worker_lost(
+    client: Client, promoted: str, settings, worker, r
+) -> None:
+    job_id = client.submit(promoted, [[0.0] * 6])
+    # What repeated redeliveries after crashes leave behind: the attempts are used up.
+    r.hset(f"predictq:job:{job_id}", "attempts", settings.max_attempts)
+    res = client.wait(job_id, timeout=30)
+    assert (res.status, res.error and res.error.code) == ("failed", "worker_lost")
+    assert res.attempts == settings.max_attempts + 1

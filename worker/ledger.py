@@ -120,8 +120,10 @@ for b = 8, #ARGV, 6 do
     out[#out + 1] = 0
   else
     local status = ARGV[b + 1]
-    redis.call('HSET', key, 'status', status, 'finished_at', ARGV[1], 'version', ARGV[b + 2],
+    redis.call('HSET', key, 'status', status, 'finished_at', ARGV[1],
       'predictions', ARGV[b + 3], 'proba', ARGV[b + 4], 'error', ARGV[b + 5], 'payload', '')
+    -- A job that failed before its version was known keeps the version it was pinned to.
+    if ARGV[b + 2] ~= '' then redis.call('HSET', key, 'version', ARGV[b + 2]) end
     redis.call('EXPIRE', key, rec[2] or ARGV[2])
     redis.call('PUBLISH', ARGV[6] .. id, '1')
     if rec[3] then

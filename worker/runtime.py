@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from producer import TASK_NAME, JobRequest
 from producer import records as rec
-from registry import InvalidInput, PredictqError, Registry, Settings, keys
+from registry import InvalidInput, PredictqError, Registry, Settings, WorkerLost, keys
 from registry.names import check_name
 
 from . import envelope, ledger
@@ -147,6 +147,15 @@ class Runtime:
                 continue
             job.attempts = int(attempts)
             job.alias_version = int(alias_version) if alias_version else None
+            if job.attempts > self.settings.max_attempts and job.request is not None:
+                # Redelivered by Celery after crashes (PREDICTQ_BATCHING=false): the sweeper's
+                # containment does not see those, so the attempt count is enforced here too.
+                job.request = None
+                job.fail(WorkerLost(
+                    f"the job was delivered {job.attempts} times, more than "
+                    f"PREDICTQ_MAX_ATTEMPTS ({self.settings.max_attempts}): it kept crashing "
+                    "or stalling its worker; fix the input or the model and resubmit"
+                ))  # fmt: skip
             started.append(job)
         return started
 
