@@ -5,9 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+class Canary:
+    """Unpickling this creates a file: proof that a pickle's payload ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (str(self.path), "w"))
 
 
 class PoisonClassifier(ClassifierMixin, BaseEstimator):

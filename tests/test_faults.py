@@ -23,7 +23,7 @@ from producer import Client, JobResult
 from registry import Registry, Settings, keys
 
 from .conftest import RedisServer, wait_for
-from .poison import KillerClassifier, SlowClassifier
+from .poison import Canary, KillerClassifier, SlowClassifier
 
 X3 = np.zeros((2, 3))
 Y2 = np.array([0, 1])
@@ -164,19 +164,11 @@ def _envelope(job_id: str, body: bytes, content_type: str) -> str:
     })  # fmt: skip
 
 
-class _Canary:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (open, (str(self.path), "w"))
-
-
 def test_a_pickle_message_pushed_onto_the_queue_is_refused_and_never_runs(
     client: Client, promoted: str, tmp_path: Path, worker, r
 ) -> None:
     canary = tmp_path / "canary"
-    payload = pickle.dumps(((), {"model": promoted, "rows": _Canary(canary)}, {}))
+    payload = pickle.dumps(((), {"model": promoted, "rows": Canary(canary)}, {}))
     r.lpush("predictq", _envelope("pickled", payload, "application/x-python-serialize"))
     # The same payload on Celery's own side queue, where kombu's consumer would decode it.
     r.lpush("predictq.celery", _envelope("pickled-2", payload, "application/x-python-serialize"))

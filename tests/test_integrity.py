@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +10,7 @@ import pytest
 from producer import Client
 from registry import IntegrityError, Registry
 
-
-class _Canary:
-    """Unpickling this creates a file: proof that the payload ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (open, (str(self.path), "w"))
+from .poison import Canary
 
 
 def test_a_tampered_artifact_fails_with_integrity_error_and_is_never_unpickled(
@@ -27,7 +18,7 @@ def test_a_tampered_artifact_fails_with_integrity_error_and_is_never_unpickled(
 ) -> None:
     meta = registry.register("clf", fitted)
     canary = tmp_path / "canary"
-    registry.store.blob_path(meta.sha256).write_bytes(pickle.dumps(_Canary(canary)))
+    registry.store.blob_path(meta.sha256).write_bytes(pickle.dumps(Canary(canary)))
     start_worker()
 
     res = client.wait(client.submit("clf", [[0.0] * 6], version=1), timeout=30)
@@ -43,7 +34,7 @@ def test_the_registry_refuses_to_load_a_tampered_artifact(
 ) -> None:
     meta = registry.register("clf", fitted)
     canary = tmp_path / "canary"
-    registry.store.blob_path(meta.sha256).write_bytes(pickle.dumps(_Canary(canary)))
+    registry.store.blob_path(meta.sha256).write_bytes(pickle.dumps(Canary(canary)))
     with pytest.raises(IntegrityError):
         registry.load(meta)
     assert not canary.exists()

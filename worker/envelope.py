@@ -31,6 +31,13 @@ def job_id_of(envelope: Any) -> str | None:
     return job_id if isinstance(job_id, str) and job_id else None
 
 
+def with_positional(args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task's keyword arguments, taking positional (model, rows) from hand-written clients."""
+    if not args:
+        return kwargs
+    return {**dict(zip(("model", "rows"), args, strict=False)), **kwargs}
+
+
 def loads_or_none(raw: str) -> Any:
     """The decoded JSON of ``raw``, or None when it is not JSON."""
     try:
@@ -76,7 +83,6 @@ def parse(raw: str) -> TaskMessage:
     args, kwargs = decoded[0], decoded[1]
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise InvalidInput("message args must be a list and kwargs an object")
-    if args:
-        # Positional (model, rows) from hand-written clients are accepted as well.
-        kwargs = {**dict(zip(("model", "rows"), args, strict=False)), **kwargs}
-    return TaskMessage(job_id, kwargs, envelope["headers"].get("predictq_record") is True)
+    return TaskMessage(
+        job_id, with_positional(args, kwargs), envelope["headers"].get("predictq_record") is True
+    )

@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from producer.records import stats_key
 from registry import Settings, keys
 
 from . import envelope, ledger
@@ -267,9 +268,8 @@ class Sweeper(threading.Thread):
         ]  # fmt: skip
         for job_id, raw, worker in jobs:
             argv += [job_id, raw, worker]
-        stats = keys.stats(int(now // 60))
         result = self._recover(
-            keys=[keys.isolate(self.settings.queue), keys.INFLIGHT, keys.DEAD, stats,
+            keys=[keys.isolate(self.settings.queue), keys.INFLIGHT, keys.DEAD, stats_key(now),
                   keys.QUEUED],
             args=argv,
         )  # fmt: skip

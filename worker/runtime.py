@@ -110,11 +110,16 @@ class Runtime:
             job = Job(job_id, None, raw=raw)
             job.fail(e)
             return job
-        job = Job(message.job_id, None, raw=raw, has_record=message.has_record)
+        return self.job(message.job_id, message.kwargs, raw, has_record=message.has_record)
+
+    @staticmethod
+    def job(job_id: str, kwargs: dict[str, Any], raw: str, *, has_record: bool = False) -> Job:
+        """The job a message's keyword arguments ask for; failed already if they are bad."""
+        job = Job(job_id, None, raw=raw, has_record=has_record)
         try:
-            job.request = parse_request(message.kwargs)
+            job.request = parse_request(kwargs)
         except InvalidInput as e:
-            job.model = str(message.kwargs.get("model", ""))[:128]
+            job.model = str(kwargs.get("model", ""))[:128]
             job.fail(e)
         return job
 

@@ -12,27 +12,18 @@ from typing import Any
 import orjson
 
 from producer import TASK_NAME
-from registry import InvalidInput
 
+from . import envelope
 from .app import celery_app
-from .batching import Job
 from .lifecycle import runtime
-from .runtime import parse_request
 
 
 @celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
 def predict(self: Any, *args: Any, **kwargs: Any) -> None:
     """Run one prediction job; its outcome goes to the job record, never to a Celery result."""
-    if args:
-        # Positional (model, rows) from hand-written clients are accepted as well.
-        kwargs = {**dict(zip(("model", "rows"), args, strict=False)), **kwargs}
+    kwargs = envelope.with_positional(args, kwargs)
     rt = runtime()
     raw = orjson.dumps({"task": TASK_NAME, "id": self.request.id, "kwargs": kwargs}).decode()
-    job = Job(str(self.request.id), None, raw=raw)
-    try:
-        job.request = parse_request(kwargs)
-    except InvalidInput as e:
-        job.model = str(kwargs.get("model", ""))[:128]
-        job.fail(e)
+    job = rt.job(str(self.request.id), kwargs, raw)
     # A key nobody writes: finishing must not clear the batch consumer's claim list.
     rt.run(rt.start([job]), landing=f"{rt.landing}:task")
