@@ -3,10 +3,19 @@
 from registry import InvalidInput, JobNotFound, JobTimeout, ModelNotFound, PredictqError
 
 from .client import Client
-from .contract import FINAL_STATUSES, TASK_NAME, JobError, JobRequest, JobResult, JobStatus
+from .contract import (
+    BATCH_TASK_NAME,
+    FINAL_STATUSES,
+    TASK_NAME,
+    JobError,
+    JobRequest,
+    JobResult,
+    JobStatus,
+)
 from .validation import validate_rows
 
 __all__ = [
+    "BATCH_TASK_NAME",
     "FINAL_STATUSES",
     "TASK_NAME",
     "Client",

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import redis
 
 from registry import (
@@ -26,12 +27,15 @@ from registry.names import check_name
 
 from . import records
 from .contract import FINAL_STATUSES, MAX_TTL, JobResult
-from .messages import task_message
+from .messages import batch_message, task_message
 from .validation import validate_rows
 
 # Jobs per SUBMIT script call: large enough to amortise the round trip, small enough that one
 # call does not block Redis for long.
-_SUBMIT_CHUNK = 1000
+_SUBMIT_CHUNK = 1024
+# Jobs per batch message: one message, one queue element and one parse in the worker serve
+# this many jobs; small enough that several pool processes share a bulk submission.
+_BATCH_JOBS = 128
 # Longest single block on a wake-up list: bounds how stale a missed wake-up can leave a waiter.
 _WAKE_SLICE = 1.0
 _POLL_EVERY = 5.0
@@ -65,6 +69,8 @@ class Client:
         self.registry = Registry(self.url, settings=self.settings)
         self._submit = self.redis.register_script(records.SUBMIT)
         self._cancel = self.redis.register_script(records.CANCEL)
+        self._read = self.redis.register_script(records.FETCH)
+        self._status = self.redis.register_script(records.STATUS)
         # Finished jobs this client submitted are announced here (see wait_many).
         self._reply = keys.reply(uuid.uuid4().hex)
         self._pubsub: redis.client.PubSub | None = None
@@ -153,7 +159,7 @@ class Client:
             )
         ttl = ttl or self.settings.result_ttl
         ids = [str(j) for j in job_ids] if job_ids is not None else [uuid.uuid4().hex for _ in jobs]
-        messages = []
+        rows_json: list[bytes] = []
         for i, (job_id, rows) in enumerate(zip(ids, jobs, strict=True)):
             if not job_id or len(job_id) > 200:
                 raise InvalidInput(f"job ID {job_id!r} must be 1-200 characters")
@@ -167,42 +173,91 @@ class Client:
                     f"{prefix}{e.message} ({model} v{meta.version})",
                     model=model, version=meta.version, job_id=job_id,
                 ) from e  # fmt: skip
-            # The keyword arguments of JobRequest, built directly: every field was checked above,
-            # and a pydantic round trip per job would cost more than the rest of a submit.
-            request = {"model": model, "rows": plain, "version": version, "alias": alias,
-                       "probabilities": probabilities, "ttl": ttl}  # fmt: skip
-            message = task_message(job_id, request, self.settings.queue)
-            if len(message) > self.settings.max_job_bytes:
+            # Encoded once here: batch messages are put together from these.
+            encoded = orjson.dumps(plain)
+            if len(encoded) > self.settings.max_job_bytes:
                 raise InvalidInput(
-                    f"job {i} encodes to {len(message)} bytes, over the limit of "
+                    f"job {i} encodes to {len(encoded)} bytes, over the limit of "
                     f"{self.settings.max_job_bytes} (PREDICTQ_MAX_JOB_BYTES): send fewer rows "
                     "per job",
                     model=model, job_id=job_id,
                 )  # fmt: skip
-            messages.append(message)
-        pinned = "" if version is None else str(version)
-        flag = "1" if probabilities else "0"
-        now = f"{time.time():.6f}"
-        check = "1" if job_ids is not None else "0"
+            rows_json.append(encoded)
+        # The keyword arguments of JobRequest, built directly: every field was checked above,
+        # and a pydantic round trip per job would cost more than the rest of a submit.
+        shared = {"model": model, "version": version, "alias": alias,
+                  "probabilities": probabilities, "ttl": ttl}  # fmt: skip
         # Only bulk submissions get reply-list announcements: few jobs are waited on through
         # their own channels (see wait_many), so nothing piles up for fire-and-forget callers.
         reply = self._reply if len(ids) > _SUBSCRIBE_AT_MOST else ""
         for start in range(0, len(ids), _SUBMIT_CHUNK):
-            argv: list[str | int] = [now, reply, check, JOB_PREFIX]
-            for i in range(start, min(start + _SUBMIT_CHUNK, len(ids))):
-                argv += [ids[i], model, alias, pinned, flag, ttl, messages[i]]
-            self._submit(keys=[self.settings.queue, keys.QUEUED], args=argv)
+            chunk = list(range(start, min(start + _SUBMIT_CHUNK, len(ids))))
+            while chunk:
+                taken = self._enqueue(shared, chunk, ids, rows_json, reply, job_ids is not None)
+                # Jobs whose ID exists were left alone; the others go again without them.
+                chunk = [i for i in chunk if i not in taken] if taken else []
         return ids
+
+    def _enqueue(
+        self,
+        shared: dict[str, Any],
+        chunk: list[int],
+        ids: list[str],
+        rows_json: list[bytes],
+        reply: str,
+        check: bool,
+    ) -> set[int]:
+        """Write the records and push the messages of jobs ``chunk``, in one round trip.
+
+        A job sent alone gets its own ``predictq.predict`` message, which its record keeps for
+        recovery; jobs sent together share ``predictq.predict_batch`` messages of up to
+        ``_BATCH_JOBS`` jobs (recovery splits a batch message from a claim list). Returns the
+        jobs whose ID was taken (then nothing was written).
+        """
+        queue = self.settings.queue
+        per_job: list[str | bytes] = []
+        messages: list[str] = []
+        if len(ids) == 1:
+            message = task_message(ids[0], {**shared, "rows": orjson.loads(rows_json[0])}, queue)
+            messages.append(message)
+            per_job += [ids[0], message]
+        else:
+            group: list[int] = []
+            size = 0
+            limit = self.settings.max_job_bytes
+            for i in chunk:
+                full = len(group) >= _BATCH_JOBS or size + len(rows_json[i]) > limit
+                if group and full:
+                    messages.append(self._batch(shared, group, ids, rows_json))
+                    group, size = [], 0
+                group.append(i)
+                size += len(rows_json[i])
+                per_job += [ids[i], ""]
+            messages.append(self._batch(shared, group, ids, rows_json))
+        pinned = shared["version"]
+        argv: list[Any] = [
+            f"{time.time():.6f}", reply, "1" if check else "0", JOB_PREFIX, shared["model"],
+            shared["alias"], "" if pinned is None else pinned,
+            "1" if shared["probabilities"] else "0", shared["ttl"], len(messages), *messages,
+            *per_job,
+        ]  # fmt: skip
+        flags = self._submit(keys=[queue, keys.QUEUED], args=argv)
+        return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+
+    def _batch(
+        self, shared: dict[str, Any], group: list[int], ids: list[str], rows_json: list[bytes]
+    ) -> str:
+        return batch_message(
+            shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
     def _fetch(self, job_ids: Sequence[str]) -> list[JobResult | None]:
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hmget(keys.job(job_id), records.RECORD_FIELDS)
+        flat = self._read(args=[JOB_PREFIX, *job_ids])
         return [
             records.parse_record(job_id, values)
-            for job_id, values in zip(job_ids, pipe.execute(), strict=True)
+            for job_id, values in zip(job_ids, flat, strict=True)
         ]
 
     @staticmethod
@@ -301,10 +356,7 @@ class Client:
         ids = list(pending)
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start : start + _READ_CHUNK]
-            pipe = self.redis.pipeline(transaction=False)
-            for job_id in chunk:
-                pipe.hget(keys.job(job_id), "status")
-            for job_id, status in zip(chunk, pipe.execute(), strict=True):
+            for job_id, status in zip(chunk, self._status(args=[JOB_PREFIX, *chunk]), strict=True):
                 if status is None:
                     raise self._not_found(job_id)
                 if status in FINAL_STATUSES:

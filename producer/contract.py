@@ -16,6 +16,11 @@ MAX_TTL = 10 * 365 * 86_400
 TASK_NAME = "predictq.predict"
 """The Celery task name; its keyword arguments are those of :class:`JobRequest`."""
 
+BATCH_TASK_NAME = "predictq.predict_batch"
+"""The task of one message that carries many jobs: the keyword arguments of :class:`JobRequest`
+without ``rows``, plus ``jobs``, a list of ``{"id": ..., "rows": [...]}``. ``submit_many`` sends
+these: one message, one queue element and one parse in the worker serve many jobs."""
+
 
 class JobRequest(BaseModel):
     """The keyword arguments of a ``predictq.predict`` Celery task (what a message carries)."""

@@ -6,43 +6,65 @@ of the ledger is ``worker/ledger.py``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from registry import keys
 
 from .contract import JobError, JobResult, timestamp
 
-# KEYS: queue, queued index. ARGV: now, reply list, '1' to check for existing IDs, job key prefix,
-# then per job: id, model, alias, version, probabilities, ttl, message. Writes each new record as
-# 'queued', indexes it and pushes its message; an existing ID is left alone and nothing is pushed.
-# Returns 1 (enqueued) or 0 (existed) per job. Generated IDs skip the existence check: it is a
-# Redis call per job, and Redis time per job is what bounds throughput.
-SUBMIT = """
-local out = {}
-local messages = {}
-local queued = {}
-for b = 5, #ARGV, 7 do
-  local key = ARGV[4] .. ARGV[b]
-  if ARGV[3] == '1' and redis.call('EXISTS', key) == 1 then
-    out[#out + 1] = 0
-  else
-    redis.call('HSET', key, 'status', 'queued', 'model', ARGV[b + 1], 'alias', ARGV[b + 2],
-      'version', ARGV[b + 3], 'probabilities', ARGV[b + 4], 'ttl', ARGV[b + 5],
-      'submitted_at', ARGV[1], 'attempts', '0', 'payload', ARGV[b + 6])
-    if ARGV[2] ~= '' then redis.call('HSET', key, 'reply', ARGV[2]) end
-    redis.call('EXPIRE', key, ARGV[b + 5])
-    messages[#messages + 1] = ARGV[b + 6]
-    queued[#queued + 1] = ARGV[1]; queued[#queued + 1] = ARGV[b]
-    out[#out + 1] = 1
+# Lua's unpack() is bounded by the C stack: variadic commands go out in slices of this size.
+SLICED = """
+local function sliced(cmd, key, list, first, last)
+  first = first or 1
+  last = last or #list
+  for i = first, last, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, last)))
   end
 end
-for i = 1, #messages, 1000 do
-  redis.call('LPUSH', KEYS[1], unpack(messages, i, math.min(i + 999, #messages)))
-  redis.call('ZADD', KEYS[2], unpack(queued, 2 * i - 1, math.min(2 * i + 1998, #queued)))
+"""
+
+# KEYS: queue, queued index. ARGV: now, reply list, '1' to check for existing IDs, job key prefix,
+# model, alias, pinned version or '', probabilities, ttl, message count m, the m messages, then
+# per job: id, and its own message (a job sent alone; '' for a job in a batch message, whose
+# claim list holds its message until it ends). Writes each record as 'queued', indexes it and
+# pushes the messages. With the check on and any ID taken, nothing is written: the caller leaves
+# those jobs out of its messages and calls again. Returns 1 (enqueued) or 0 (ID exists) per job.
+# Generated IDs skip the check: it is a Redis call per job, and Redis time per job is what bounds
+# throughput.
+SUBMIT = (
+    SLICED
+    + """
+local m = tonumber(ARGV[10])
+local first = 11 + m
+local out = {}
+if ARGV[3] == '1' then
+  local taken = false
+  for b = first, #ARGV, 2 do
+    local exists = redis.call('EXISTS', ARGV[4] .. ARGV[b])
+    out[#out + 1] = 1 - exists
+    if exists == 1 then taken = true end
+  end
+  if taken then return out end
+  out = {}
 end
+local queued = {}
+for b = first, #ARGV, 2 do
+  local key = ARGV[4] .. ARGV[b]
+  redis.call('HSET', key, 'status', 'queued', 'model', ARGV[5], 'alias', ARGV[6],
+    'version', ARGV[7], 'probabilities', ARGV[8], 'ttl', ARGV[9], 'submitted_at', ARGV[1],
+    'attempts', '0', 'payload', ARGV[b + 1])
+  if ARGV[2] ~= '' then redis.call('HSET', key, 'reply', ARGV[2]) end
+  redis.call('EXPIRE', key, ARGV[9])
+  queued[#queued + 1] = ARGV[1]; queued[#queued + 1] = ARGV[b]
+  out[#out + 1] = 1
+end
+sliced('ZADD', KEYS[2], queued)
+sliced('LPUSH', KEYS[1], ARGV, 11, 10 + m)
 return out
 """
+)
 
 # KEYS: job, stats, queued index. ARGV: now, stats ttl, wake-up channel, job id, reply ttl.
 # Cancels a queued job and wakes its waiters. Returns its status before (nil: no such job).
@@ -67,31 +89,68 @@ RECORD_FIELDS = (
     "submitted_at", "started_at", "finished_at", "attempts", "worker",
 )  # fmt: skip
 
+# KEYS: none. ARGV: job key prefix, then job IDs. The ``RECORD_FIELDS`` of each job (all nil when
+# it has no record): one command for thousands of records, where a pipeline costs the client a
+# command each to encode and decode.
+FETCH = f"""
+local out = {{}}
+for i = 2, #ARGV do
+  out[i - 1] = redis.call('HMGET', ARGV[1] .. ARGV[i], {", ".join(f"'{f}'" for f in RECORD_FIELDS)})
+end
+return out
+"""
+
+# KEYS: none. ARGV: job key prefix, then job IDs. Each job's status (nil: no record).
+STATUS = """
+local out = {}
+for i = 2, #ARGV do
+  out[i - 1] = redis.call('HGET', ARGV[1] .. ARGV[i], 'status')
+end
+return out
+"""
+
 
 def stats_key(now: float) -> str:
     return keys.stats(int(now // 60))
 
 
+_FIELDS_SET = frozenset(JobResult.model_fields)
+
+
+def _result(**values: Any) -> JobResult:
+    """A JobResult from values our own scripts wrote, without re-validating them.
+
+    What ``model_construct`` does, minus its per-field defaults pass (every field is given):
+    ``wait_many`` builds tens of thousands of these at a time, and that pass cost more than the
+    rest of reading a result.
+    """
+    result = JobResult.__new__(JobResult)
+    object.__setattr__(result, "__dict__", values)
+    object.__setattr__(result, "__pydantic_fields_set__", set(_FIELDS_SET))
+    object.__setattr__(result, "__pydantic_extra__", None)
+    object.__setattr__(result, "__pydantic_private__", None)
+    return result
+
+
 def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
     """A JobResult from the fields of ``RECORD_FIELDS`` (HMGET order); None when absent."""
-    raw = dict(zip(RECORD_FIELDS, values, strict=True))
-    if not raw["status"]:
+    (status, model, alias, version, predictions, proba, error, submitted_at, started_at,
+     finished_at, attempts, worker) = values  # fmt: skip
+    if not status:
         return None
-    error = json.loads(raw["error"]) if raw["error"] else None
-    # Our own scripts wrote these fields, so construction skips re-validation: wait_many
-    # builds tens of thousands of these at a time.
-    return JobResult.model_construct(
+    failure = orjson.loads(error) if error else None
+    return _result(
         id=job_id,
-        status=raw["status"],
-        model=raw["model"] or "",
-        alias=raw["alias"] or None,
-        version=int(raw["version"]) if raw["version"] else None,
-        predictions=json.loads(raw["predictions"]) if raw["predictions"] else None,
-        probabilities=json.loads(raw["proba"]) if raw["proba"] else None,
-        error=JobError.model_construct(**error) if error else None,
-        submitted_at=timestamp(raw["submitted_at"]),
-        started_at=timestamp(raw["started_at"]),
-        finished_at=timestamp(raw["finished_at"]),
-        attempts=int(raw["attempts"] or 0),
-        worker=raw["worker"] or None,
+        status=status,
+        model=model or "",
+        alias=alias or None,
+        version=int(version) if version else None,
+        predictions=orjson.loads(predictions) if predictions else None,
+        probabilities=orjson.loads(proba) if proba else None,
+        error=JobError.model_construct(**failure) if failure else None,
+        submitted_at=timestamp(submitted_at),
+        started_at=timestamp(started_at),
+        finished_at=timestamp(finished_at),
+        attempts=int(attempts or 0),
+        worker=worker or None,
     )

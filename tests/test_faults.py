@@ -227,14 +227,19 @@ def test_messages_a_dead_process_claimed_but_never_started_are_handed_back(
     stock = Celery(broker=client.url)
     kwargs = {"model": promoted, "rows": [[0.0] * 6]}
     stock.send_task("predictq.predict", task_id="stock-1", queue="predictq", kwargs=kwargs)
+    bulk = client.submit_many(promoted, [[[0.0] * 6]] * 3)  # one batch message
     dead = "node-a@host:999999"  # no such pid: the process is gone
-    for _ in range(2):
+    for _ in range(3):
         r.lmove("predictq", keys.claiming(dead), "RIGHT", "LEFT")
 
     counts = Sweeper(r, settings, "node-a@host").sweep()
 
-    assert counts == {"requeued": 2}
-    assert r.llen(keys.isolate("predictq")) == 2
+    assert counts == {"requeued": 5}
+    # The batch message comes back as a message per job: each may have to run alone.
+    handed_back = [
+        json.loads(m)["headers"]["id"] for m in r.lrange(keys.isolate("predictq"), 0, -1)
+    ]
+    assert sorted(handed_back) == sorted([ours, "stock-1", *bulk])
     assert not r.exists(keys.claiming(dead))
     assert client.result(ours).status == "queued"
 

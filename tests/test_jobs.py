@@ -138,7 +138,7 @@ def test_producer_messages_decode_like_the_ones_celery_sends(redis_url) -> None:
     theirs = json.loads(redis.Redis.from_url(redis_url).rpop("predictq"))
 
     assert set(ours) == set(theirs)
-    assert set(ours["headers"]) == set(theirs["headers"]) | {"predictq_record"}
+    assert set(ours["headers"]) == set(theirs["headers"]) | {"predictq_record", "predictq_jobs"}
     assert set(ours["properties"]) == set(theirs["properties"])
     for key in ("task", "id", "root_id", "retries", "timelimit"):
         assert ours["headers"][key] == theirs["headers"][key]

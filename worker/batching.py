@@ -19,7 +19,7 @@ from .model_cache import LoadedModel, ModelCache
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """One claimed job on its way through a batch, and its outcome."""
 
@@ -35,13 +35,31 @@ class Job:
     predictions: bytes = b""
     proba: bytes = b""
     error: PredictqError | None = None
+    # The rows as the message gave them, when they are not ``request.rows``: the jobs of a
+    # batch message share one request.
+    given: Any = field(default=None, repr=False)
     rows: list[list[float]] = field(default_factory=list, repr=False)
 
     def fail(self, error: PredictqError) -> None:
         self.status, self.error = "failed", error
 
 
-def _prepare(job: Job, cache: ModelCache, max_rows: int) -> LoadedModel | None:
+class _Models:
+    """The models one batch runs on, looked up once per (model, version, alias) per batch."""
+
+    def __init__(self, cache: ModelCache) -> None:
+        self.cache = cache
+        self._got: dict[tuple[str, int, str | None], LoadedModel] = {}
+
+    def get(self, model: str, version: int, alias: str | None) -> LoadedModel:
+        key = (model, version, alias)
+        found = self._got.get(key)
+        if found is None:
+            found = self._got[key] = self.cache.get(model, version, alias)
+        return found
+
+
+def _prepare(job: Job, models: _Models, max_rows: int) -> LoadedModel | None:
     """Resolve, load and validate one job; None (with the job failed) when it cannot run."""
     request = job.request
     if request is None:
@@ -51,10 +69,11 @@ def _prepare(job: Job, cache: ModelCache, max_rows: int) -> LoadedModel | None:
         version = request.version if pinned else job.alias_version
         if version is None:
             # resolve() raises ModelNotFound naming whether the model or the alias is missing.
-            version = cache.registry.resolve(request.model, request.alias)
-        loaded = cache.get(request.model, version, None if pinned else request.alias)
+            version = models.cache.registry.resolve(request.model, request.alias)
+        loaded = models.get(request.model, version, None if pinned else request.alias)
         job.version = loaded.meta.version
-        job.rows = validate_rows(request.rows, loaded.meta.signature, max_rows=max_rows)
+        rows = request.rows if job.given is None else job.given
+        job.rows = validate_rows(rows, loaded.meta.signature, max_rows=max_rows)
         if request.probabilities and not loaded.meta.signature.has_predict_proba:
             raise InvalidInput(
                 f"{request.model} v{job.version} has no predict_proba: submit without probabilities"
@@ -120,8 +139,9 @@ def run_batch(jobs: list[Job], cache: ModelCache, *, max_rows: int, batch_rows: 
     by one so that only the job that breaks the model fails.
     """
     groups: dict[tuple[str, int], tuple[LoadedModel, list[Job]]] = {}
+    models = _Models(cache)
     for job in jobs:
-        loaded = _prepare(job, cache, max_rows)
+        loaded = _prepare(job, models, max_rows)
         if loaded is not None:
             meta = loaded.meta
             groups.setdefault((meta.name, meta.version), (loaded, []))[1].append(job)

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from producer import TASK_NAME
+from producer import BATCH_TASK_NAME, TASK_NAME
+from producer.messages import task_message
 from registry import InvalidInput
 
 _JSON = "application/json"
@@ -17,11 +18,15 @@ _JSON = "application/json"
 
 @dataclass(frozen=True)
 class TaskMessage:
-    """The parts of a ``predictq.predict`` message the worker uses."""
+    """The parts of a ``predictq.predict`` or ``predictq.predict_batch`` message the worker uses.
+
+    A batch message has ``jobs``, (id, rows) per job, and ``kwargs`` holds what they share.
+    """
 
     job_id: str
     kwargs: dict[str, Any]
     has_record: bool = False
+    jobs: list[tuple[str, Any]] | None = None
 
 
 def job_id_of(envelope: Any) -> str | None:
@@ -29,6 +34,13 @@ def job_id_of(envelope: Any) -> str | None:
     headers = envelope.get("headers") if isinstance(envelope, dict) else None
     job_id = headers.get("id") if isinstance(headers, dict) else None
     return job_id if isinstance(job_id, str) and job_id else None
+
+
+def task_of(envelope: Any) -> str | None:
+    """The task name in a decoded envelope, when it has one."""
+    headers = envelope.get("headers") if isinstance(envelope, dict) else None
+    task = headers.get("task") if isinstance(headers, dict) else None
+    return task if isinstance(task, str) else None
 
 
 def with_positional(args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +79,7 @@ def parse(raw: str) -> TaskMessage:
             "(set task_serializer='json' in the sending Celery app)"
         )
     task = envelope["headers"].get("task")
-    if task != TASK_NAME:
+    if task not in (TASK_NAME, BATCH_TASK_NAME):
         raise InvalidInput(f"task {task!r} is not {TASK_NAME!r}: route other tasks elsewhere")
     body = envelope.get("body")
     properties = envelope.get("properties")
@@ -83,6 +95,40 @@ def parse(raw: str) -> TaskMessage:
     args, kwargs = decoded[0], decoded[1]
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise InvalidInput("message args must be a list and kwargs an object")
-    return TaskMessage(
-        job_id, with_positional(args, kwargs), envelope["headers"].get("predictq_record") is True
-    )
+    has_record = envelope["headers"].get("predictq_record") is True
+    if task == BATCH_TASK_NAME:
+        return TaskMessage(job_id, kwargs, has_record, batch_jobs(kwargs))
+    return TaskMessage(job_id, with_positional(args, kwargs), has_record)
+
+
+def batch_jobs(kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(id, rows) of each job of a batch message's keyword arguments, which loses ``jobs``."""
+    jobs = kwargs.pop("jobs", None)
+    if not isinstance(jobs, list) or not jobs:
+        raise InvalidInput(f"{BATCH_TASK_NAME} needs jobs: a non-empty list of {{id, rows}}")
+    out = []
+    for i, job in enumerate(jobs):
+        job_id = job.get("id") if isinstance(job, dict) else None
+        if not isinstance(job_id, str) or not 0 < len(job_id) <= 200:
+            raise InvalidInput(f"jobs[{i}] needs an id: a string of 1-200 characters")
+        out.append((job_id, job.get("rows")))
+    return out
+
+
+def singles(raw: str, queue: str) -> list[tuple[str, str]]:
+    """(job id, message) per job of a raw message, a batch message split into messages of one.
+
+    Recovery hands jobs back one at a time; a message that cannot be read keeps its task ID
+    (when it has one) and goes back as it is.
+    """
+    try:
+        message = parse(raw)
+    except InvalidInput:
+        job_id = job_id_of(loads_or_none(raw))
+        return [] if job_id is None else [(job_id, raw)]
+    if message.jobs is None:
+        return [(message.job_id, raw)]
+    return [
+        (job_id, task_message(job_id, {**message.kwargs, "rows": rows}, queue))
+        for job_id, rows in message.jobs
+    ]

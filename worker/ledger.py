@@ -8,34 +8,44 @@ what makes redelivered jobs harmless under at-least-once delivery.
 
 from __future__ import annotations
 
+from producer import records as rec
 from registry import keys
 
 _FINAL = "st == 'succeeded' or st == 'failed' or st == 'cancelled'"
-# Lua's unpack() is bounded by the C stack: variadic commands go out in slices of this size.
-_SLICED = """
-local function sliced(cmd, key, list)
-  for i = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-  end
-end
-"""
-
-# KEYS: queue, this process's claim list. ARGV: most messages, '1' to include the claim list. A
-# blocking LMOVE parked the batch's first message on the claim list; this moves more onto it and
-# returns them (with what was parked, when asked). Until the batch is finished they live on that
+# KEYS: queue, this process's claim list, isolation queue. ARGV: most jobs, '1' to include the
+# claim list, '1' to look at the isolation queue first. Moves messages onto the claim list and
+# returns a flag ('1': one message from the isolation queue, to run alone) followed by them (with
+# what a blocking LMOVE parked on the list, when asked). A batch message counts as the jobs it
+# carries, read from its first header. Until the batch is finished the messages live on that
 # list, so a process that dies mid-batch leaves them where the sweeper finds them, never only in
 # its memory.
 CLAIM = (
-    _SLICED
+    rec.SLICED
     + """
-local out = {}
-if ARGV[2] == '1' then out = redis.call('LRANGE', KEYS[2], 0, -1) end
-local more = tonumber(ARGV[1]) - #out
-if more > 0 then
-  local popped = redis.call('RPOP', KEYS[1], more)
-  if popped then
-    sliced('LPUSH', KEYS[2], popped)
-    for _, raw in ipairs(popped) do out[#out + 1] = raw end
+local function weight(raw)
+  return tonumber(string.match(raw, '^{"headers":{"predictq_jobs":(%d+)')) or 1
+end
+if ARGV[3] == '1' then
+  local suspect = redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+  if suspect then return {'1', suspect} end
+end
+local out = {'0'}
+local total = 0
+if ARGV[2] == '1' then
+  for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    out[#out + 1] = raw
+    total = total + weight(raw)
+  end
+end
+local limit = tonumber(ARGV[1])
+while total < limit do
+  local nxt = redis.call('LINDEX', KEYS[1], -1)
+  if not nxt then break end
+  local popped = redis.call('RPOP', KEYS[1], math.max(1, math.floor((limit - total) / weight(nxt))))
+  sliced('LPUSH', KEYS[2], popped)
+  for _, raw in ipairs(popped) do
+    out[#out + 1] = raw
+    total = total + weight(raw)
   end
 end
 return out
@@ -43,33 +53,41 @@ return out
 )
 
 # KEYS: in-flight zset, queued index, busy marker. ARGV: now, worker, deadline, default ttl, job
-# key prefix, batch deadline, then per job: id, model, alias, pinned version or '', probabilities,
-# ttl, raw message ('' when the producer wrote the record at submission). Marks each job running
-# (writing the record of a job sent by a stock Celery client, which has none yet), counts the
-# attempt, indexes it in flight until ``deadline`` and resolves its alias (once per alias per
-# batch). Returns 3 values per job: status before ('new' if no record), attempts, alias version.
+# key prefix, batch deadline, then per job: id, and '' when the producer wrote its record at
+# submission, or else '1' and the record's fields: model, alias, pinned version or '',
+# probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
+# stock Celery client, which has none yet), counts the attempt, indexes it in flight until
+# ``deadline`` and resolves its alias (once per alias per batch). Returns 3 values per job:
+# status before ('new' if no record, 'expired' if its record expired while it was queued),
+# attempts, alias version.
 START = (
-    _SLICED
+    rec.SLICED
     + f"""
 local out = {{}}
 local inflight = {{}}
 local resolved = {{}}
 local started = {{}}
-for b = 7, #ARGV, 7 do
+local b = 7
+while b <= #ARGV do
   local id = ARGV[b]
+  local f = b + 2
+  local given = ARGV[b + 1] == '1'
+  b = b + (given and 8 or 2)
   local key = ARGV[5] .. id
   started[#started + 1] = id
   local rec = redis.call('HMGET', key, 'status', 'model', 'alias', 'version', 'attempts')
   local st = rec[1]
   if {_FINAL} then
     out[#out + 1] = st; out[#out + 1] = 0; out[#out + 1] = false
+  elseif not st and not given then
+    out[#out + 1] = 'expired'; out[#out + 1] = 0; out[#out + 1] = false
   else
     if not st then
-      rec = {{false, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], 0}}
-      local ttl = ARGV[b + 5] ~= '' and ARGV[b + 5] or ARGV[4]
+      rec = {{false, ARGV[f], ARGV[f + 1], ARGV[f + 2], 0}}
+      local ttl = ARGV[f + 4] ~= '' and ARGV[f + 4] or ARGV[4]
       redis.call('HSET', key, 'model', rec[2], 'alias', rec[3], 'version', rec[4],
-        'probabilities', ARGV[b + 4], 'ttl', ttl, 'submitted_at', ARGV[1],
-        'payload', ARGV[b + 6])
+        'probabilities', ARGV[f + 3], 'ttl', ttl, 'submitted_at', ARGV[1],
+        'payload', ARGV[f + 5])
       redis.call('EXPIRE', key, ttl)
     end
     local attempts = (tonumber(rec[5]) or 0) + 1
@@ -104,7 +122,7 @@ return out
 # keeps its result), wakes its waiters, leaves the in-flight index and empties the claim list.
 # Returns 1/0 per job (0: a duplicate that wrote nothing).
 FINISH = (
-    _SLICED
+    rec.SLICED
     + f"""
 local out = {{}}
 local counts = {{}}

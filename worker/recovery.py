@@ -9,7 +9,7 @@ one atomic script that acts only on jobs still in the state it expects), and eve
   or fail as ``worker_lost`` (``timeout`` after a time-limit stop) after ``max_attempts``;
 - requeues jobs that stayed ``running`` past the visibility timeout;
 - pushes again, from the record, jobs still ``queued`` long after every queue ran dry (their
-  message was lost with Redis data).
+  message was purged or lost with Redis data), or fails those whose record keeps no message.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import redis
 
 from producer.records import stats_key
@@ -94,21 +95,35 @@ end
 return out
 """
 
-# KEYS: queue, isolation queue, queued index. ARGV: now, cutoff, job key prefix. When both queues
-# are empty, a job still 'queued' since before ``cutoff`` has no message left anywhere: push it
-# again from its record. Entries of ended or expired jobs are dropped.
+# KEYS: queue, isolation queue, queued index, stats. ARGV: now, cutoff, job key prefix, wake-up
+# channel prefix, reply ttl, stats ttl, error JSON. When both queues are empty, a job still
+# 'queued' since before ``cutoff`` has no message left anywhere (the queue was purged, or Redis
+# lost data): a job sent alone is pushed again from its record; a job of a batch message, whose
+# record keeps no message, fails saying so. Entries of ended or expired jobs are dropped.
 REQUEUE_LOST = """
 if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[2]) > 0 then return 0 end
 local n = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, 1000)) do
-  local rec = redis.call('HMGET', ARGV[3] .. id, 'status', 'payload')
+  local key = ARGV[3] .. id
+  local rec = redis.call('HMGET', key, 'status', 'payload', 'reply', 'ttl')
   if rec[1] == 'queued' and rec[2] and rec[2] ~= '' then
     redis.call('LPUSH', KEYS[1], rec[2])
     redis.call('ZADD', KEYS[3], ARGV[1], id)
-    n = n + 1
   else
     redis.call('ZREM', KEYS[3], id)
+    if rec[1] == 'queued' then
+      redis.call('HSET', key, 'status', 'failed', 'finished_at', ARGV[1], 'error', ARGV[7])
+      redis.call('EXPIRE', key, rec[4] or 86400)
+      redis.call('PUBLISH', ARGV[4] .. id, '1')
+      if rec[3] then
+        redis.call('RPUSH', rec[3], id)
+        redis.call('EXPIRE', rec[3], ARGV[5])
+      end
+      redis.call('HINCRBY', KEYS[4], 'failed', 1)
+      redis.call('EXPIRE', KEYS[4], ARGV[6])
+    end
   end
+  n = n + 1
 end
 return n
 """
@@ -164,7 +179,7 @@ class Sweeper(threading.Thread):
             self._add(counts, self.recover([(str(i), "", "") for i in overdue], "lost"))
         lost = self._requeue_lost_after_quiet(now)
         if lost:
-            log.warning("pushed %d queued job(s) whose message was lost again", lost)
+            log.warning("%d queued job(s) had lost their message: pushed again or failed", lost)
             counts["relost"] = int(lost)
         return counts
 
@@ -182,12 +197,17 @@ class Sweeper(threading.Thread):
             self._empty_since = now
         if now - self._empty_since < _QUIET:
             return 0
+        error = orjson.dumps({"code": "worker_lost", "message": (
+            "the job's message left the queue without reaching a worker (the queue was purged, "
+            "or Redis lost data): submit it again"
+        )})  # fmt: skip
         return int(
             self._requeue_lost(
-                keys=[*queues, keys.QUEUED],
-                args=[f"{now:.6f}", now - self.settings.lost_queued_after, ledger.JOB_PREFIX],
+                keys=[*queues, keys.QUEUED, stats_key(now)],
+                args=[f"{now:.6f}", now - self.settings.lost_queued_after, ledger.JOB_PREFIX,
+                      ledger.DONE_PREFIX, keys.REPLY_TTL, keys.STATS_TTL, error],
             )
-        )
+        )  # fmt: skip
 
     @staticmethod
     def _add(counts: dict[str, int], outcomes: list[str]) -> None:
@@ -236,11 +256,12 @@ class Sweeper(threading.Thread):
     def _recover_landing(self, landing: str, reason: str) -> list[str]:
         raws = self.redis.lrange(landing, 0, -1)
         worker = landing.removeprefix(keys.claiming(""))
-        jobs = []
-        for raw in raws:
-            job_id = envelope.job_id_of(envelope.loads_or_none(str(raw)))
-            if job_id is not None:
-                jobs.append((job_id, str(raw), worker))
+        # A batch message goes back as a message per job: each may need to run alone.
+        jobs = [
+            (job_id, message, worker)
+            for raw in raws
+            for job_id, message in envelope.singles(str(raw), self.settings.queue)
+        ]
         # A time-limit stop of a batch of several jobs does not say which job was slow:
         # each gets another, lone, attempt.
         if reason == "timeout" and len(jobs) > 1:

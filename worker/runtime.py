@@ -7,14 +7,16 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
 from pydantic import ValidationError
 
-from producer import TASK_NAME, JobRequest
+from producer import BATCH_TASK_NAME, TASK_NAME, JobRequest
 from producer import records as rec
+from producer.messages import task_message
 from registry import InvalidInput, PredictqError, Registry, Settings, WorkerLost, keys
 from registry.names import check_name
 
@@ -47,6 +49,14 @@ def parse_request(kwargs: dict[str, Any]) -> JobRequest:
     return request
 
 
+@dataclass
+class Claim:
+    """What one claim took: started jobs, and whether they came from the isolation queue."""
+
+    jobs: list[Job]
+    isolated: bool = False
+
+
 class Runtime:
     """What one worker process holds: its Redis client, model cache and ledger scripts."""
 
@@ -73,44 +83,54 @@ class Runtime:
     # -- claiming and starting -------------------------------------------------------------
 
     def claim(
-        self, limit: int, block: float, queue: str | None = None, *, fresh: bool = True
-    ) -> list[Job]:
-        """Up to ``limit`` jobs from the queue, waiting up to ``block`` seconds for the first.
+        self, limit: int, block: float, *, fresh: bool = True, isolate: bool = False
+    ) -> Claim | None:
+        """Jobs from the queue, up to ``limit`` rows' worth; None when nothing was queued.
 
-        Messages move atomically from the queue onto this process's claim list, where they
-        stay until ``finish`` has written their results. ``fresh`` starts a batch; a claim that
-        tops up the batch in hand passes False.
+        ``block``: seconds to wait for the first message. ``isolate``: take one message from
+        the isolation queue instead, when it has one. Messages move atomically from the queue
+        onto this process's claim list, where they stay until ``finish`` has written their
+        results. ``fresh`` starts a batch; a claim that tops up the batch in hand passes False.
         """
-        queue = queue or self.settings.queue
+        queue = self.settings.queue
         if block > 0:
             # Redis takes fractional seconds here; redis-py's annotation says int.
             timeout: Any = block
             if self.redis.blmove(queue, self.landing, timeout, "RIGHT", "LEFT") is None:
-                return []
-        raws = self._claim(keys=[queue, self.landing], args=[limit, int(fresh)])
-        started = self.start([self._parse(raw) for raw in raws])
-        if raws and not started and fresh:
+                return None
+        flat = self._claim(
+            keys=[queue, self.landing, keys.isolate(queue)], args=[limit, int(fresh), int(isolate)]
+        )
+        if len(flat) < 2:
+            return None
+        started = self.start([job for raw in flat[1:] for job in self._parse(raw)])
+        if not started and fresh:
             self.finish([], self.landing)  # only duplicates or dead letters: clear the list
-        return started
+        return Claim(started, isolated=flat[0] == "1")
 
-    def _parse(self, raw: str) -> Job | None:
-        """The job a raw message asks for (failed if it is bad), or None if it has no ID."""
+    def _parse(self, raw: str) -> list[Job]:
+        """The jobs a raw message asks for (failed if it is bad); none if it names no job."""
         try:
-            # Refused unread: base64 makes an accepted job's message at most 4/3 its size.
+            # Refused unread: base64 makes an accepted message at most 4/3 its content's size.
             if len(raw) > 2 * self.settings.max_job_bytes:
                 raise InvalidInput(
                     f"message of {len(raw)} bytes is over the limit (PREDICTQ_MAX_JOB_BYTES)"
                 )
             message = envelope.parse(raw)
         except InvalidInput as e:
-            job_id = envelope.job_id_of(envelope.loads_or_none(raw))
+            decoded = envelope.loads_or_none(raw)
+            job_id = envelope.job_id_of(decoded)
             self.dead_letter(job_id, raw, e)
-            if job_id is None:
-                return None
+            # A batch message's task ID is not a job's: its jobs' records, if any, are
+            # requeued from their rows by the sweeper's lost-job pass.
+            if job_id is None or envelope.task_of(decoded) == BATCH_TASK_NAME:
+                return []
             job = Job(job_id, None, raw=raw)
             job.fail(e)
-            return job
-        return self.job(message.job_id, message.kwargs, raw, has_record=message.has_record)
+            return [job]
+        if message.jobs is None:
+            return [self.job(message.job_id, message.kwargs, raw, has_record=message.has_record)]
+        return self.batch(message)
 
     @staticmethod
     def job(job_id: str, kwargs: dict[str, Any], raw: str, *, has_record: bool = False) -> Job:
@@ -123,6 +143,30 @@ class Runtime:
             job.fail(e)
         return job
 
+    def batch(self, message: envelope.TaskMessage) -> list[Job]:
+        """The jobs of a batch message: what they share is validated once, not once per job."""
+        shared = message.kwargs
+        request: JobRequest | None = None
+        error: InvalidInput | None = None
+        try:
+            request = parse_request({**shared, "rows": []})
+        except InvalidInput as e:
+            error = e
+        jobs = []
+        for job_id, rows in message.jobs or ():
+            # A job whose record was not written at submission (a stock client's batch) gets
+            # its own message as its record's payload, for recovery.
+            raw = "" if message.has_record else task_message(
+                job_id, {**shared, "rows": rows}, self.settings.queue
+            )  # fmt: skip
+            # The rows are validated against the model's signature when the batch runs.
+            job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows)
+            if request is None:
+                job.model = str(shared.get("model", ""))[:128]
+                job.fail(error or InvalidInput("malformed batch message"))
+            jobs.append(job)
+        return jobs
+
     def start(self, parsed: list[Job | None]) -> list[Job]:
         """Mark jobs running in one round trip; drops those that had already ended."""
         jobs = [j for j in parsed if j is not None]
@@ -134,21 +178,25 @@ class Runtime:
                            now + self.settings.time_limit]  # fmt: skip
         for job in jobs:
             r = job.request
+            if job.has_record:
+                argv += [job.id, ""]
+                continue
             argv += [
                 job.id,
+                "1",
                 r.model if r else job.model,
                 r.alias if r else "",
                 "" if r is None or r.version is None else r.version,
                 "1" if r and r.probabilities else "0",
                 r.ttl if r and r.ttl else "",
-                "" if job.has_record else job.raw,
+                job.raw,
             ]
         flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)], args=argv)
         started = []
         for i, job in enumerate(jobs):
             status, attempts, alias_version = flat[3 * i : 3 * i + 3]
-            if status in ("succeeded", "failed", "cancelled"):
-                log.info("job %s is already %s: skipped", job.id, status)
+            if status in ("succeeded", "failed", "cancelled", "expired"):
+                log.info("job %s is %s: skipped", job.id, status)
                 continue
             job.attempts = int(attempts)
             job.alias_version = int(alias_version) if alias_version else None

@@ -1,8 +1,8 @@
-"""The ``predictq.predict`` Celery task: the path for jobs that arrive through Celery's consumer.
+"""The Celery tasks: the path for jobs that arrive through Celery's consumer.
 
-With batching on (the default) pool processes claim jobs straight from the queue and this task
-is not used for them; with ``PREDICTQ_BATCHING=false`` every job comes through here, as a batch
-of one, through the same code.
+With batching on (the default) pool processes claim jobs straight from the queue and these tasks
+are not used for them; with ``PREDICTQ_BATCHING=false`` every message comes through here, and
+runs through the same code as a batch.
 """
 
 from __future__ import annotations
@@ -11,11 +11,18 @@ from typing import Any
 
 import orjson
 
-from producer import TASK_NAME
+from producer import BATCH_TASK_NAME, TASK_NAME
+from producer.messages import task_message
 
 from . import envelope
 from .app import celery_app
 from .lifecycle import runtime
+from .runtime import Runtime
+
+
+def _run(rt: Runtime, jobs: list[Any]) -> None:
+    # A key nobody writes: finishing must not clear the batch consumer's claim list.
+    rt.run(rt.start(jobs), landing=f"{rt.landing}:task")
 
 
 @celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
@@ -23,7 +30,20 @@ def predict(self: Any, *args: Any, **kwargs: Any) -> None:
     """Run one prediction job; its outcome goes to the job record, never to a Celery result."""
     kwargs = envelope.with_positional(args, kwargs)
     rt = runtime()
-    raw = orjson.dumps({"task": TASK_NAME, "id": self.request.id, "kwargs": kwargs}).decode()
-    job = rt.job(str(self.request.id), kwargs, raw)
-    # A key nobody writes: finishing must not clear the batch consumer's claim list.
-    rt.run(rt.start([job]), landing=f"{rt.landing}:task")
+    # The record of a job sent by a stock client keeps its message, for recovery.
+    try:
+        raw = task_message(str(self.request.id), kwargs, rt.settings.queue)
+    except orjson.JSONEncodeError:
+        raw = ""  # not JSON orjson can write (an integer past 64 bits): the job fails anyway
+    _run(rt, [rt.job(str(self.request.id), kwargs, raw)])
+
+
+@celery_app.task(name=BATCH_TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
+def predict_batch(self: Any, **kwargs: Any) -> None:
+    """Run the jobs of one batch message (what ``submit_many`` sends) together."""
+    rt = runtime()
+    has_record = bool((self.request.headers or {}).get("predictq_record"))
+    message = envelope.TaskMessage(
+        str(self.request.id), kwargs, has_record, envelope.batch_jobs(kwargs)
+    )
+    _run(rt, rt.batch(message))
