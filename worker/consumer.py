@@ -75,15 +75,20 @@ class BatchConsumer(threading.Thread):
         window = settings.batch_window_ms / 1000
         limit = settings.batch_max_rows
         failures = 0
+        hot = True
         while not self._stopping.is_set():
             self._exit_if_recycled()
             try:
-                # Jobs recovered from a crashed or stalled batch run alone first, so that a
-                # job that kills its process takes no other job down with it again. Under load
-                # the first, non-blocking claim takes a batch in one round trip.
-                claimed = self.runtime.claim(limit, block=0, isolate=True) or self.runtime.claim(
-                    limit, block=_BLOCK
-                )
+                # Under load a non-blocking claim takes a batch in one round trip; when the
+                # queue ran dry, a blocking move waits for the next message instead. Either way
+                # jobs recovered from a crashed or stalled batch come first, to run alone, so
+                # that a job that kills its process takes no other job down with it again.
+                claimed = self.runtime.claim(limit, block=0, isolate=True) if hot else None
+                if claimed is None:
+                    claimed = self.runtime.claim(limit, block=_BLOCK, isolate=True)
+                # After an idle wait, look again without blocking: the isolation queue may
+                # have filled while the blocking move watched only the job queue.
+                hot = claimed is None or claimed.more
                 if claimed is None or not claimed.jobs:
                     continue
                 jobs = claimed.jobs

@@ -14,22 +14,23 @@ from registry import keys
 _FINAL = "st == 'succeeded' or st == 'failed' or st == 'cancelled'"
 # KEYS: queue, this process's claim list, isolation queue. ARGV: most jobs, '1' to include the
 # claim list, '1' to look at the isolation queue first. Moves messages onto the claim list and
-# returns a flag ('1': one message from the isolation queue, to run alone) followed by them (with
-# what a blocking LMOVE parked on the list, when asked). A batch message counts as the jobs it
-# carries, read from its first header. Until the batch is finished the messages live on that
-# list, so a process that dies mid-batch leaves them where the sweeper finds them, never only in
-# its memory.
+# returns two flags, then the messages: '1' if they are one message from the isolation queue, to
+# run alone (what a blocking LMOVE parked goes back to the head of the queue), and '1' if the
+# queue has more. Otherwise returns what it took (with what was parked, when asked). A batch
+# message counts as the jobs it carries, read from its first header. Until the batch is finished
+# the messages live on that list, so a process that dies mid-batch leaves them where the sweeper
+# finds them, never only in its memory.
 CLAIM = (
     rec.SLICED
     + """
 local function weight(raw)
   return tonumber(string.match(raw, '^{"headers":{"predictq_jobs":(%d+)')) or 1
 end
-if ARGV[3] == '1' then
-  local suspect = redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
-  if suspect then return {'1', suspect} end
+if ARGV[3] == '1' and redis.call('LLEN', KEYS[3]) > 0 then
+  while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do end
+  return {'1', '1', redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')}
 end
-local out = {'0'}
+local out = {'0', '0'}
 local total = 0
 if ARGV[2] == '1' then
   for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
@@ -48,18 +49,20 @@ while total < limit do
     total = total + weight(raw)
   end
 end
+if redis.call('LLEN', KEYS[1]) > 0 then out[2] = '1' end
 return out
 """
 )
 
 # KEYS: in-flight zset, queued index, busy marker. ARGV: now, worker, deadline, default ttl, job
-# key prefix, batch deadline, then per job: id, and '' when the producer wrote its record at
-# submission, or else '1' and the record's fields: model, alias, pinned version or '',
-# probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
-# stock Celery client, which has none yet), counts the attempt, indexes it in flight until
-# ``deadline`` and resolves its alias (once per alias per batch). Returns 3 values per job:
-# status before ('new' if no record, 'expired' if its record expired while it was queued),
-# attempts, alias version.
+# key prefix, batch deadline, '1' to index the jobs in flight, then per job: id, and '' when the
+# producer wrote its record at submission, or else '1' and the record's fields: model, alias,
+# pinned version or '', probabilities, ttl, raw message. Marks each job running (writing the
+# record of a job sent by a stock Celery client, which has none yet), counts the attempt, indexes
+# it in flight until ``deadline`` when asked (the batch consumer's claim list and busy marker
+# already say where its jobs are and until when) and resolves its alias (once per alias per
+# batch). Returns 3 values per job: status before ('new' if no record, 'expired' if its record
+# expired while it was queued), attempts, alias version.
 START = (
     rec.SLICED
     + f"""
@@ -67,7 +70,7 @@ local out = {{}}
 local inflight = {{}}
 local resolved = {{}}
 local started = {{}}
-local b = 7
+local b = 8
 while b <= #ARGV do
   local id = ARGV[b]
   local f = b + 2
@@ -107,7 +110,7 @@ while b <= #ARGV do
     out[#out + 1] = st or 'new'; out[#out + 1] = attempts; out[#out + 1] = v
   end
 end
-sliced('ZADD', KEYS[1], inflight)
+if ARGV[7] == '1' then sliced('ZADD', KEYS[1], inflight) end
 sliced('ZREM', KEYS[2], started)
 if #inflight > 0 then
   redis.call('SET', KEYS[3], ARGV[6], 'EX', math.ceil(ARGV[6] - ARGV[1]) + 60)
@@ -117,7 +120,8 @@ return out
 )
 
 # KEYS: in-flight zset, stats, claim list, busy marker. ARGV: now, default ttl, reply ttl, stats
-# ttl, job key prefix, wake-up channel prefix, reply limit, then per job: id, status, version,
+# ttl, job key prefix, wake-up channel prefix, reply limit, '1' to leave the in-flight index,
+# then per job: id, status, version,
 # predictions, probabilities, error. Writes each final record once (a job that is already final
 # keeps its result), wakes its waiters, leaves the in-flight index and empties the claim list.
 # Returns 1/0 per job (0: a duplicate that wrote nothing).
@@ -128,7 +132,7 @@ local out = {{}}
 local counts = {{}}
 local replies = {{}}
 local ids = {{}}
-for b = 8, #ARGV, 6 do
+for b = 9, #ARGV, 6 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
   ids[#ids + 1] = id
@@ -138,10 +142,16 @@ for b = 8, #ARGV, 6 do
     out[#out + 1] = 0
   else
     local status = ARGV[b + 1]
-    redis.call('HSET', key, 'status', status, 'finished_at', ARGV[1],
-      'predictions', ARGV[b + 3], 'proba', ARGV[b + 4], 'error', ARGV[b + 5], 'payload', '')
+    -- Only fields with a value: a smaller write, and the record stays compact.
+    local fields = {{'status', status, 'finished_at', ARGV[1], 'payload', ''}}
+    if ARGV[b + 3] ~= '' then fields[7] = 'predictions'; fields[8] = ARGV[b + 3] end
+    if ARGV[b + 4] ~= '' then fields[#fields + 1] = 'proba'; fields[#fields + 1] = ARGV[b + 4] end
+    if ARGV[b + 5] ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = ARGV[b + 5] end
     -- A job that failed before its version was known keeps the version it was pinned to.
-    if ARGV[b + 2] ~= '' then redis.call('HSET', key, 'version', ARGV[b + 2]) end
+    if ARGV[b + 2] ~= '' then
+      fields[#fields + 1] = 'version'; fields[#fields + 1] = ARGV[b + 2]
+    end
+    redis.call('HSET', key, unpack(fields))
     redis.call('EXPIRE', key, rec[2] or ARGV[2])
     redis.call('PUBLISH', ARGV[6] .. id, '1')
     if rec[3] then
@@ -160,7 +170,7 @@ for reply, list in pairs(replies) do
 end
 for status, n in pairs(counts) do redis.call('HINCRBY', KEYS[2], status, n) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-sliced('ZREM', KEYS[1], ids)
+if ARGV[8] == '1' then sliced('ZREM', KEYS[1], ids) end
 redis.call('DEL', KEYS[3], KEYS[4])
 return out
 """

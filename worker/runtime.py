@@ -51,10 +51,12 @@ def parse_request(kwargs: dict[str, Any]) -> JobRequest:
 
 @dataclass
 class Claim:
-    """What one claim took: started jobs, and whether they came from the isolation queue."""
+    """What one claim took: started jobs, whether they came from the isolation queue (to run
+    alone), and whether the queue has more."""
 
     jobs: list[Job]
     isolated: bool = False
+    more: bool = False
 
 
 class Runtime:
@@ -101,12 +103,13 @@ class Runtime:
         flat = self._claim(
             keys=[queue, self.landing, keys.isolate(queue)], args=[limit, int(fresh), int(isolate)]
         )
-        if len(flat) < 2:
+        isolated, more, raws = flat[0] == "1", flat[1] == "1", flat[2:]
+        if not raws:
             return None
-        started = self.start([job for raw in flat[1:] for job in self._parse(raw)])
+        started = self.start([job for raw in raws for job in self._parse(raw)])
         if not started and fresh:
             self.finish([], self.landing)  # only duplicates or dead letters: clear the list
-        return Claim(started, isolated=flat[0] == "1")
+        return Claim(started, isolated=isolated, more=more)
 
     def _parse(self, raw: str) -> list[Job]:
         """The jobs a raw message asks for (failed if it is bad); none if it names no job."""
@@ -167,15 +170,18 @@ class Runtime:
             jobs.append(job)
         return jobs
 
-    def start(self, parsed: list[Job | None]) -> list[Job]:
-        """Mark jobs running in one round trip; drops those that had already ended."""
+    def start(self, parsed: list[Job | None], *, index: bool = False) -> list[Job]:
+        """Mark jobs running in one round trip; drops those that had already ended.
+
+        ``index``: list them in the in-flight index, for jobs that no claim list tracks.
+        """
         jobs = [j for j in parsed if j is not None]
         if not jobs:
             return []
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
                            self.settings.result_ttl, ledger.JOB_PREFIX,
-                           now + self.settings.time_limit]  # fmt: skip
+                           now + self.settings.time_limit, "1" if index else ""]  # fmt: skip
         for job in jobs:
             r = job.request
             if job.has_record:
@@ -214,18 +220,18 @@ class Runtime:
 
     # -- running and finishing -------------------------------------------------------------
 
-    def run(self, jobs: list[Job], landing: str | None = None) -> None:
+    def run(self, jobs: list[Job], landing: str | None = None, *, index: bool = False) -> None:
         """Predict ``jobs`` in batches and write every outcome in one round trip."""
         run_batch(jobs, self.cache, max_rows=self.settings.max_rows,
                   batch_rows=self.settings.batch_max_rows)  # fmt: skip
-        self.finish(jobs, landing or self.landing)
+        self.finish(jobs, landing or self.landing, index=index)
 
-    def finish(self, jobs: list[Job], landing: str) -> int:
+    def finish(self, jobs: list[Job], landing: str, *, index: bool = False) -> int:
         """Write final records once each and clear ``landing``; returns how many were written."""
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.settings.result_ttl, keys.REPLY_TTL,
                            keys.STATS_TTL, ledger.JOB_PREFIX, ledger.DONE_PREFIX,
-                           keys.REPLY_LIMIT]  # fmt: skip
+                           keys.REPLY_LIMIT, "1" if index else ""]  # fmt: skip
         for job in jobs:
             argv += [job.id, job.status, "" if job.version is None else job.version,
                      job.predictions, job.proba,

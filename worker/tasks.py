@@ -21,8 +21,9 @@ from .runtime import Runtime
 
 
 def _run(rt: Runtime, jobs: list[Any]) -> None:
-    # A key nobody writes: finishing must not clear the batch consumer's claim list.
-    rt.run(rt.start(jobs), landing=f"{rt.landing}:task")
+    # A key nobody writes: finishing must not clear the batch consumer's claim list. No claim
+    # list tracks these jobs (kombu holds their messages), so they go in the in-flight index.
+    rt.run(rt.start(jobs, index=True), landing=f"{rt.landing}:task", index=True)
 
 
 @celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
