@@ -1,0 +1,213 @@
+"""Job routes: submit one or many, read or long-poll one, cancel one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound, keys
+
+from .. import records
+from ..contract import JobResult
+from .auth import Principal, require
+from .limits import read_json
+from .responses import errors
+from .schemas import (
+    NAME_PATTERN,
+    BatchAccepted,
+    BatchSubmission,
+    JobAccepted,
+    JobSubmission,
+)
+from .services import Services, services
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, examples=["churn"])]
+JobIdPath = Annotated[str, Path(min_length=1, max_length=200, description="The job's ID.")]
+_SUBMIT_ERRORS = errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body this module parses itself (strictly, see limits.read_json)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], payload: Any) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as e:
+        errors_ = [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+        raise RequestValidationError(errors_) from e
+
+
+def _status_url(request: Request, job_id: str) -> str:
+    return f"{request.scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
+
+
+def _submit(
+    svc: Services,
+    who: Principal,
+    model: str,
+    jobs: list[Any],
+    job_ids: list[str | None],
+    target: JobSubmission | BatchSubmission,
+) -> list[str]:
+    """Claim caller-chosen IDs, submit through the client, then record who owns the jobs."""
+    chosen = [j for j in job_ids if j is not None]
+    if chosen and len(chosen) != len(job_ids):
+        raise InvalidInput("give every job of a batch a job_id, or none of them")
+    if len(set(chosen)) != len(chosen):
+        raise InvalidInput("job IDs repeat within the batch: give each job its own")
+    ttl = target.ttl or svc.settings.result_ttl
+    claimed = svc.owners.claim(who.name, chosen, ttl) if chosen else []
+    try:
+        ids = svc.client.submit_many(
+            model, jobs, version=target.version, alias=target.alias or DEFAULT_ALIAS,
+            job_ids=chosen or None, probabilities=target.probabilities, ttl=target.ttl,
+        )  # fmt: skip
+    except BaseException:
+        svc.owners.release(who.name, claimed)
+        raise
+    if not chosen:
+        svc.owners.record(who.name, ids, ttl)
+    return ids
+
+
+@router.post(
+    "/models/{name}/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=_SUBMIT_ERRORS,
+    openapi_extra=_body_doc(JobSubmission),
+    summary="Submit one job",
+)
+async def submit_job(
+    name: ModelName,
+    request: Request,
+    response: Response,
+    svc: Annotated[Services, Depends(services)],
+    who: Annotated[Principal, Depends(require("submit"))],
+) -> JobAccepted:
+    """Enqueue one job; 202 with its ID at once. Invalid input: 422, and nothing is enqueued."""
+    body = _parse(JobSubmission, await read_json(request))
+    [job_id] = await run_in_threadpool(_submit, svc, who, name, [body.rows], [body.job_id], body)
+    url = _status_url(request, job_id)
+    response.headers["Location"] = url
+    return JobAccepted(id=job_id, status_url=url)
+
+
+@router.post(
+    "/models/{name}/jobs:batch",
+    status_code=202,
+    response_model=BatchAccepted,
+    responses=_SUBMIT_ERRORS,
+    openapi_extra=_body_doc(BatchSubmission),
+    summary="Submit many jobs",
+)
+async def submit_batch(
+    name: ModelName,
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    who: Annotated[Principal, Depends(require("submit"))],
+) -> BatchAccepted:
+    """Enqueue many jobs for one model; if any job is invalid, none is enqueued (422)."""
+    body = _parse(BatchSubmission, await read_json(request))
+    limit = svc.settings.api_max_batch_jobs
+    if len(body.jobs) > limit:
+        raise InvalidInput(
+            f"{len(body.jobs)} jobs is more than {limit} per batch "
+            "(PREDICTQ_API_MAX_BATCH_JOBS): split them over several requests"
+        )
+    rows = [job.rows for job in body.jobs]
+    ids = await run_in_threadpool(
+        _submit, svc, who, name, rows, [job.job_id for job in body.jobs], body
+    )
+    return BatchAccepted(jobs=[JobAccepted(id=i, status_url=_status_url(request, i)) for i in ids])
+
+
+async def _visible(svc: Services, who: Principal, job_id: str) -> None:
+    """JobNotFound unless ``who`` may see the job: its own, or any job for an admin key."""
+    if who.admin:
+        return
+    if await svc.owners.owner(job_id) != who.name:
+        # The same answer as for an unknown ID: another key's job IDs are not disclosed.
+        raise _not_found(job_id)
+
+
+def _not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(
+        f"no job {job_id!r}: it was never submitted with this API key, or its record expired "
+        "after its TTL",
+        job_id=job_id,
+    )
+
+
+async def _read(svc: Services, job_id: str) -> JobResult:
+    found = records.parse_record(
+        job_id, await svc.aio.hmget(keys.job(job_id), list(records.RECORD_FIELDS))
+    )
+    if found is None:
+        raise _not_found(job_id)
+    return found
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobResult,
+    responses=errors(401, 403, 404, 422, 503),
+    summary="Read a job, or long-poll until it ends",
+)
+async def get_job(
+    job_id: JobIdPath,
+    svc: Annotated[Services, Depends(services)],
+    who: Annotated[Principal, Depends(require("submit"))],
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            description="Seconds to wait for the job to end (capped by "
+            "PREDICTQ_API_MAX_WAIT); it answers as soon as the job is final.",
+        ),
+    ] = 0,
+) -> JobResult:
+    """The job's record. With ``wait``, the record once final, or as it is when the wait ends."""
+    await _visible(svc, who, job_id)
+    if wait > 0:
+        await svc.waiters.wait(job_id, min(wait, svc.settings.api_max_wait))
+    return await _read(svc, job_id)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobResult,
+    responses=errors(401, 403, 404, 409, 422, 503),
+    summary="Cancel a queued job",
+)
+async def cancel_job(
+    job_id: JobIdPath,
+    svc: Annotated[Services, Depends(services)],
+    who: Annotated[Principal, Depends(require("submit"))],
+) -> JobResult:
+    """Cancel a job that has not started: its record, now cancelled; 409 once it has started."""
+    await _visible(svc, who, job_id)
+    try:
+        cancelled = await run_in_threadpool(svc.client.cancel, job_id)
+    except JobNotFound as e:
+        raise _not_found(job_id) from e
+    found = await _read(svc, job_id)
+    if not cancelled:
+        raise JobNotCancellable(
+            f"job {job_id!r} is {found.status}: only a queued job can be cancelled",
+            job_id=job_id,
+        )
+    return found
