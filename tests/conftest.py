@@ -258,3 +258,19 @@ def api(env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]:
     server = ApiServer(env, tmp_path / "api.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    """One ``predictq api`` for a whole module, on the session's Redis (flushed per test)."""
+    home = tmp_path_factory.mktemp("api")
+    env = {
+        "PREDICTQ_REDIS_URL": redis_server.url,
+        "PREDICTQ_HOME": str(home / "home"),
+        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
+    }
+    server = ApiServer(env, home / "api.log")
+    yield server
+    server.stop()
