@@ -116,16 +116,16 @@ def test_an_admin_key_promotes_and_rolls_back_and_new_jobs_follow(
     registry.register("clf", fitted, promote=True)
     registry.register("clf", fitted)
     with api.http("ops") as ops:
-        promoted = ops.post("/v1/models/clf/versions/2:promote")
+        promoted = ops.post("/v1/models/clf/versions/2/promote")
         assert promoted.status_code == 200, promoted.text
         assert promoted.json() == {"model": "clf", "alias": "production", "version": 2}
         on_v2 = _submit(api, "svc", x[:1].tolist())
         assert ops.get(f"/v1/jobs/{on_v2}", params={"wait": 20}).json()["version"] == 2
-        rolled = ops.post("/v1/models/clf:rollback")
+        rolled = ops.post("/v1/models/clf/rollback")
         assert rolled.json()["version"] == 1
-        canary = ops.post("/v1/models/clf/versions/2:promote", params={"alias": "canary"})
+        canary = ops.post("/v1/models/clf/versions/2/promote", params={"alias": "canary"})
         assert canary.json() == {"model": "clf", "alias": "canary", "version": 2}
-        nothing = ops.post("/v1/models/clf:rollback", params={"alias": "canary"})
+        nothing = ops.post("/v1/models/clf/rollback", params={"alias": "canary"})
     assert nothing.status_code == 409 and nothing.json()["code"] == "nothing_to_roll_back"
     assert registry.aliases("clf") == {"production": 1, "canary": 2}
     assert [e.action for e in registry.history("clf")] == ["promote", "promote", "rollback",
@@ -162,8 +162,8 @@ def test_missing_or_wrong_keys_get_401_and_keys_without_the_scope_get_403(
         cases = [
             reader.post("/v1/models/clf/jobs", json=body),
             svc.get("/v1/models"),
-            svc.post("/v1/models/clf/versions/1:promote"),
-            reader.post("/v1/models/clf:rollback"),
+            svc.post("/v1/models/clf/versions/1/promote"),
+            reader.post("/v1/models/clf/rollback"),
         ]
     for answer in cases:
         assert answer.status_code == 403, answer.text

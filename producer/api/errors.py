@@ -9,6 +9,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from registry import InvalidInput, PredictqError, RedisUnavailable
@@ -69,12 +70,25 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     return error_response(InvalidInput(_summary(errors)), errors)
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+def _allowed(request: Request) -> str:
+    """Every method some route serves on this path (Starlette names only the first route's)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     error = PredictqError(str(exc.detail))
     error.code = _HTTP_CODES.get(exc.status_code, "http_error")
     error.http_status = exc.status_code
-    return error_response(error, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request)
+    return error_response(error, headers=headers)
 
 
 async def _redis(_: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ from .services import Services, services
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness")
+@router.get("/healthz", response_model=Health, summary="Liveness", operation_id="healthz")
 async def healthz() -> Health:
     """The process is up and serving requests."""
     return Health(status="ok")
@@ -27,6 +27,7 @@ async def healthz() -> Health:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Redis or every worker is down."}},
     summary="Readiness",
+    operation_id="readyz",
 )
 async def readyz(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
     """Ready when Redis answers and at least one worker's heartbeat is alive."""

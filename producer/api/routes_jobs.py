@@ -31,6 +31,13 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, examples=["churn"])]
 JobIdPath = Annotated[str, Path(min_length=1, max_length=200, description="The job's ID.")]
 _SUBMIT_ERRORS = errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
+# OpenAPI links: where a submitted job's ID goes next (clients and test generators follow them).
+_JOB_LINKS = {
+    "links": {
+        "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/id"}},
+        "CancelJob": {"operationId": "cancel_job", "parameters": {"job_id": "$response.body#/id"}},
+    }
+}
 
 
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -87,9 +94,10 @@ def _submit(
     "/models/{name}/jobs",
     status_code=202,
     response_model=JobAccepted,
-    responses=_SUBMIT_ERRORS,
+    responses={**_SUBMIT_ERRORS, 202: _JOB_LINKS},
     openapi_extra=_body_doc(JobSubmission),
     summary="Submit one job",
+    operation_id="submit_job",
 )
 async def submit_job(
     name: ModelName,
@@ -113,6 +121,7 @@ async def submit_job(
     responses=_SUBMIT_ERRORS,
     openapi_extra=_body_doc(BatchSubmission),
     summary="Submit many jobs",
+    operation_id="submit_batch",
 )
 async def submit_batch(
     name: ModelName,
@@ -166,6 +175,7 @@ async def _read(svc: Services, job_id: str) -> JobResult:
     response_model=JobResult,
     responses=errors(401, 403, 404, 422, 503),
     summary="Read a job, or long-poll until it ends",
+    operation_id="get_job",
 )
 async def get_job(
     job_id: JobIdPath,
@@ -192,6 +202,7 @@ async def get_job(
     response_model=JobResult,
     responses=errors(401, 403, 404, 409, 422, 503),
     summary="Cancel a queued job",
+    operation_id="cancel_job",
 )
 async def cancel_job(
     job_id: JobIdPath,

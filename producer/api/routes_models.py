@@ -37,7 +37,13 @@ def _detail(registry: Registry, name: str) -> ModelDetail:
                        history=registry.history(name))  # fmt: skip
 
 
-@router.get("", response_model=ModelList, responses=errors(401, 403, 503), summary="List models")
+@router.get(
+    "",
+    response_model=ModelList,
+    responses=errors(401, 403, 503),
+    summary="List models",
+    operation_id="list_models",
+)
 async def list_models(svc: Svc, _: Reader) -> ModelList:
     """Every registered model and where its aliases point."""
     return await run_in_threadpool(_list, svc.registry)
@@ -48,6 +54,7 @@ async def list_models(svc: Svc, _: Reader) -> ModelList:
     response_model=ModelDetail,
     responses=errors(401, 403, 404, 422, 503),
     summary="Show a model",
+    operation_id="show_model",
 )
 async def show_model(name: ModelName, svc: Svc, _: Reader) -> ModelDetail:
     """A model's versions (oldest first), aliases and promotion history."""
@@ -59,6 +66,7 @@ async def show_model(name: ModelName, svc: Svc, _: Reader) -> ModelDetail:
     response_model=ModelVersion,
     responses=errors(401, 403, 404, 422, 503),
     summary="Show a version",
+    operation_id="show_version",
 )
 async def show_version(name: ModelName, version: Version, svc: Svc, _: Reader) -> ModelVersion:
     """One version's metadata: signature, environment, checksum, metrics and tags."""
@@ -66,10 +74,11 @@ async def show_version(name: ModelName, version: Version, svc: Svc, _: Reader) -
 
 
 @router.post(
-    "/{name}/versions/{version}:promote",
+    "/{name}/versions/{version}/promote",
     response_model=AliasMoved,
     responses=errors(401, 403, 404, 422, 503),
     summary="Promote a version",
+    operation_id="promote",
 )
 async def promote(
     name: ModelName, version: Version, svc: Svc, _: Admin, alias: Alias = DEFAULT_ALIAS
@@ -80,10 +89,11 @@ async def promote(
 
 
 @router.post(
-    "/{name}:rollback",
+    "/{name}/rollback",
     response_model=AliasMoved,
     responses=errors(401, 403, 404, 409, 422, 503),
     summary="Roll an alias back",
+    operation_id="rollback",
 )
 async def rollback(name: ModelName, svc: Svc, _: Admin, alias: Alias = DEFAULT_ALIAS) -> AliasMoved:
     """Point the alias back at the version it had before its last promotion."""

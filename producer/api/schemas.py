@@ -61,7 +61,8 @@ Ttl = Annotated[int, Field(gt=0, le=MAX_TTL, description="Seconds the result rec
 
 
 class _Target(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON 0 is not false and "2" is not 2, as the document says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: int | None = Field(None, ge=1, description="Pin this version (else the alias).")
     alias: str | None = Field(
@@ -80,6 +81,14 @@ class _Target(BaseModel):
 class JobSubmission(_Target):
     """One job: its rows, and what to run them on."""
 
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [
+            {"rows": [[0.1, 3.0, 7.2, 0.5, 1.0, 2.0]], "probabilities": True},
+            {"rows": [[0.1, 3.0, 7.2, 0.5, 1.0, 2.0]], "version": 2, "job_id": "order-42"},
+        ]}
+    )  # fmt: skip
+
     rows: Rows
     job_id: JobId | None = None
 
@@ -87,7 +96,8 @@ class JobSubmission(_Target):
 class BatchItem(BaseModel):
     """One job of a batch."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON 0 is not false and "2" is not 2, as the document says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     rows: Rows
     job_id: JobId | None = None
@@ -95,6 +105,14 @@ class BatchItem(BaseModel):
 
 class BatchSubmission(_Target):
     """Many jobs for one model in one request; every job is validated before any is enqueued."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [
+            {"jobs": [{"rows": [[0.1, 3.0, 7.2, 0.5, 1.0, 2.0]]},
+                      {"rows": [[0.4, 1.0, 2.2, 0.0, 0.3, 9.1]]}]},
+        ]}
+    )  # fmt: skip
 
     jobs: list[BatchItem] = Field(min_length=1)
 
