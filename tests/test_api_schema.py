@@ -60,5 +60,7 @@ def test_every_operation_conforms_to_the_served_openapi_document(
     assert summary["complete"] and summary["failures"] == [] and summary["errors"] == []
     assert all(p["status"] == "success" for p in summary["phases"].values()), summary["phases"]
     assert summary["test_cases"]["generated"] >= 300, summary["test_cases"]
-    # What the document promises to clients: every operation was exercised.
-    assert len(summary["valid_rates"]) + 1 >= len(summary["operations"]), summary["valid_rates"]
+    # Every operation the document lists was exercised.
+    assert summary["operations"]["tested"] == summary["operations"]["total"] >= 11
+    print(f"schemathesis: {summary['test_cases']} over {summary['operations']['tested']} "
+          f"operations, warnings {[k for k, v in summary['warnings'].items() if v]}")  # fmt: skip
