@@ -271,6 +271,7 @@ def shared_api(
         "PREDICTQ_HOME": str(home / "home"),
         "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
     }
-    server = ApiServer(env, home / "api.log")
+    # Two uvicorn worker processes, as in production.
+    server = ApiServer(env, home / "api.log", workers=2)
     yield server
     server.stop()
