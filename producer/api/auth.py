@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -149,10 +149,11 @@ class KeyRing:
         return found
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, which must hold ``scope``."""
 
-    def dependency(
+    # Async: it does no I/O, so it need not hop to the threadpool as a sync dependency would.
+    async def dependency(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
     ) -> Principal:

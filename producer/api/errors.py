@@ -97,7 +97,7 @@ async def _redis(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", exc_info=exc)
+    # Not logged here: Starlette re-raises it after this answer, and uvicorn logs the traceback.
     return error_response(PredictqError("internal error: the server log has the details"))
 
 

@@ -57,6 +57,28 @@ def _parse(model: type[M], payload: Any) -> M:
         raise RequestValidationError(errors_) from e
 
 
+def _count_rows(payload: Any, max_rows: int, max_jobs: int | None = None) -> None:
+    """Refuse too many rows or jobs before validating any of them (a body may hold millions)."""
+    if not isinstance(payload, dict):
+        return
+    jobs = payload.get("jobs") if max_jobs is not None else [payload]
+    if not isinstance(jobs, list):
+        return
+    if max_jobs is not None and len(jobs) > max_jobs:
+        raise InvalidInput(
+            f"{len(jobs)} jobs is more than {max_jobs} per batch "
+            "(PREDICTQ_API_MAX_BATCH_JOBS): split them over several requests"
+        )
+    for i, job in enumerate(jobs):
+        rows = job.get("rows") if isinstance(job, dict) else None
+        if isinstance(rows, list) and len(rows) > max_rows:
+            prefix = f"job {i}: " if max_jobs is not None else ""
+            raise InvalidInput(
+                f"{prefix}{len(rows)} rows is more than the limit of {max_rows} per job "
+                "(PREDICTQ_MAX_ROWS): split the input into several jobs"
+            )
+
+
 def _status_url(request: Request, job_id: str) -> str:
     return f"{request.scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
 
@@ -107,7 +129,9 @@ async def submit_job(
     who: Annotated[Principal, Depends(require("submit"))],
 ) -> JobAccepted:
     """Enqueue one job; 202 with its ID at once. Invalid input: 422, and nothing is enqueued."""
-    body = _parse(JobSubmission, await read_json(request))
+    payload = await read_json(request)
+    _count_rows(payload, svc.settings.max_rows)
+    body = _parse(JobSubmission, payload)
     [job_id] = await run_in_threadpool(_submit, svc, who, name, [body.rows], [body.job_id], body)
     url = _status_url(request, job_id)
     response.headers["Location"] = url
@@ -130,13 +154,9 @@ async def submit_batch(
     who: Annotated[Principal, Depends(require("submit"))],
 ) -> BatchAccepted:
     """Enqueue many jobs for one model; if any job is invalid, none is enqueued (422)."""
-    body = _parse(BatchSubmission, await read_json(request))
-    limit = svc.settings.api_max_batch_jobs
-    if len(body.jobs) > limit:
-        raise InvalidInput(
-            f"{len(body.jobs)} jobs is more than {limit} per batch "
-            "(PREDICTQ_API_MAX_BATCH_JOBS): split them over several requests"
-        )
+    payload = await read_json(request)
+    _count_rows(payload, svc.settings.max_rows, svc.settings.api_max_batch_jobs)
+    body = _parse(BatchSubmission, payload)
     rows = [job.rows for job in body.jobs]
     ids = await run_in_threadpool(
         _submit, svc, who, name, rows, [job.job_id for job in body.jobs], body

@@ -34,7 +34,7 @@ class Services:
         self.registry.redis.close()
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     """FastAPI dependency: the app's Services."""
     found: Services = request.app.state.services
     return found
