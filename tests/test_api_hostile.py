@@ -141,3 +141,15 @@ def test_a_content_length_too_large_or_not_a_number_is_refused_before_the_body_i
     before = r.dbsize()
     assert _raw_status(shared_api, content_length) == status
     _unchanged(r, before)
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "abc"])
+def test_a_wait_that_is_not_a_finite_number_of_seconds_is_refused(
+    shared_api: ApiServer, wait: str
+) -> None:
+    with shared_api.http("svc") as http:
+        started = time.monotonic()
+        answer = http.get("/v1/jobs/anything", params={"wait": wait})
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["loc"] == ["query", "wait"]
+    assert time.monotonic() - started < 3

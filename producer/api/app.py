@@ -76,8 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        # Bodies are parsed by limits.read_json, so FastAPI's own reading is never relied on.
-        redoc_url=None,
     )
     app.state.keys = ring
     install_handlers(app)

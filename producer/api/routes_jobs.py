@@ -10,15 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound, keys
+from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound
 
-from .. import records
 from ..contract import JobResult
 from .auth import Principal, require
 from .limits import read_json
 from .responses import errors
+from .routes_models import ModelName
 from .schemas import (
-    NAME_PATTERN,
     BatchAccepted,
     BatchSubmission,
     JobAccepted,
@@ -28,15 +27,15 @@ from .services import Services, services
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-ModelName = Annotated[str, Path(pattern=NAME_PATTERN, examples=["churn"])]
 JobIdPath = Annotated[str, Path(min_length=1, max_length=200, description="The job's ID.")]
 _SUBMIT_ERRORS = errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
-# OpenAPI links: where a submitted job's ID goes next (clients and test generators follow them).
-_JOB_LINKS = {
+# OpenAPI links say where a submitted job's ID goes next (clients and test generators follow them).
+_ACCEPTED = {
+    "headers": {"Location": {"description": "The status URL.", "schema": {"type": "string"}}},
     "links": {
         "GetJob": {"operationId": "get_job", "parameters": {"job_id": "$response.body#/id"}},
         "CancelJob": {"operationId": "cancel_job", "parameters": {"job_id": "$response.body#/id"}},
-    }
+    },
 }
 
 
@@ -116,7 +115,7 @@ def _submit(
     "/models/{name}/jobs",
     status_code=202,
     response_model=JobAccepted,
-    responses={**_SUBMIT_ERRORS, 202: _JOB_LINKS},
+    responses={**_SUBMIT_ERRORS, 202: _ACCEPTED},
     openapi_extra=_body_doc(JobSubmission),
     summary="Submit one job",
     operation_id="submit_job",
@@ -182,12 +181,10 @@ def _not_found(job_id: str) -> JobNotFound:
 
 
 async def _read(svc: Services, job_id: str) -> JobResult:
-    found = records.parse_record(
-        job_id, await svc.aio.hmget(keys.job(job_id), list(records.RECORD_FIELDS))
-    )
-    if found is None:
-        raise _not_found(job_id)
-    return found
+    try:
+        return await run_in_threadpool(svc.client.result, job_id)
+    except JobNotFound as e:
+        raise _not_found(job_id) from e
 
 
 @router.get(
@@ -205,6 +202,7 @@ async def get_job(
         float,
         Query(
             ge=0,
+            allow_inf_nan=False,
             description="Seconds to wait for the job to end (capped by "
             "PREDICTQ_API_MAX_WAIT); it answers as soon as the job is final.",
         ),
