@@ -32,6 +32,26 @@ EXCLUDED = ",".join([
 ])  # fmt: skip
 
 
+# CPython before 3.11.8 can raise this from ast.parse in threaded programs (python/cpython
+# gh-106905); Hypothesis hits it now and then while describing a strategy inside Schemathesis.
+# It is an error of the test tool, never an answer of the API, so such a run is repeated once.
+_INTERPRETER_BUG = "AST constructor recursion depth mismatch"
+
+
+def _schemathesis(server: ApiServer, report: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
+         "--checks", "all", "--exclude-checks", EXCLUDED,
+         "--header", f"Authorization: Bearer {server.keys['ops']}",
+         "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", "5",
+         "--workers", "2", "--request-timeout", "20",
+         "--report", "json", "--report-json-path", str(report)],
+        # In the report's directory: Schemathesis keeps a cache of past crashes in its working
+        # directory, and each run should start from nothing, as in CI.
+        capture_output=True, text=True, timeout=140, cwd=report.parent,
+    )  # fmt: skip
+
+
 @pytest.mark.timeout(300)
 def test_every_operation_conforms_to_the_served_openapi_document(
     shared_api: ApiServer,
@@ -46,17 +66,9 @@ def test_every_operation_conforms_to_the_served_openapi_document(
     registry.register("churn", fitted)
     start_worker()
     report = tmp_path / "schemathesis.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{shared_api.url}/openapi.json",
-         "--checks", "all", "--exclude-checks", EXCLUDED,
-         "--header", f"Authorization: Bearer {shared_api.keys['ops']}",
-         "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", "5",
-         "--workers", "2", "--request-timeout", "20",
-         "--report", "json", "--report-json-path", str(report)],
-        # In tmp_path: Schemathesis keeps a cache of past crashes in its working directory, and
-        # each run should start from nothing, as in CI.
-        capture_output=True, text=True, timeout=280, cwd=tmp_path,
-    )  # fmt: skip
+    run = _schemathesis(shared_api, report)
+    if run.returncode != 0 and _INTERPRETER_BUG in run.stdout + run.stderr:
+        run = _schemathesis(shared_api, report)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     summary = json.loads(report.read_text())
     assert summary["complete"] and summary["failures"] == [] and summary["errors"] == []
