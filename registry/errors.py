@@ -92,6 +92,62 @@ class RedisUnavailable(PredictqError):
     http_status = 503
 
 
+class InvalidSettings(PredictqError):
+    """Raised when settings are missing, malformed or unsafe (for example, no API keys)."""
+
+    code = "invalid_settings"
+    http_status = 500
+
+
+class JobNotCancellable(PredictqError):
+    """Raised when a job to cancel has already started or ended."""
+
+    code = "not_cancellable"
+    http_status = 409
+
+
+class JobIdTaken(PredictqError):
+    """Raised when a caller-chosen job ID already belongs to another caller."""
+
+    code = "job_id_taken"
+    http_status = 409
+
+
+class Unauthorized(PredictqError):
+    """Raised when an HTTP request carries no API key, or one predictq does not know."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(PredictqError):
+    """Raised when an API key lacks the scope an HTTP operation needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class MalformedRequest(PredictqError):
+    """Raised when an HTTP request body is not strict JSON (syntax, NaN/Infinity, nesting)."""
+
+    code = "malformed_request"
+    http_status = 400
+
+
+class PayloadTooLarge(PredictqError):
+    """Raised when an HTTP request body is larger than the configured limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(PredictqError):
+    """Raised when an HTTP request body is not sent as application/json."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 ERROR_CODES: dict[str, type[PredictqError]] = {
     cls.code: cls
     for cls in (
@@ -104,5 +160,13 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         JobTimeout,
         WorkerLost,
         RedisUnavailable,
+        InvalidSettings,
+        JobNotCancellable,
+        JobIdTaken,
+        Unauthorized,
+        Forbidden,
+        MalformedRequest,
+        PayloadTooLarge,
+        UnsupportedMediaType,
     )
 }

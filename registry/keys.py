@@ -8,6 +8,8 @@
 - ``predictq:model:{name}:history``           list of promotion events JSON (bounded)
 - ``predictq:events``                         pub/sub channel for promotions
 - ``predictq:job:{id}``                       hash: the job record (expires with its TTL)
+- ``predictq:owner:{id}``                     name of the API key that submitted the job over HTTP
+                                              (expires after twice the job's TTL)
 - ``predictq:done:{id}``                      pub/sub channel published to when the job ends
 - ``predictq:reply:{client}``                 list of finished job IDs for the client that sent them
 - ``predictq:inflight``                       zset job id -> deadline, for jobs a worker has claimed
@@ -65,6 +67,10 @@ def model_history(name: str) -> str:
 
 def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
+
+
+def owner(job_id: str) -> str:
+    return f"{PREFIX}:owner:{job_id}"
 
 
 def done(job_id: str) -> str:

@@ -107,6 +107,33 @@ class Settings(BaseSettings):
         None, description="Name recorded as 'who' in the promotion history (default user@host)."
     )
 
+    # The HTTP gateway (`predictq api`).
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys as comma-separated name:key:scopes, scopes joined by '+' "
+        "(submit, read, admin), e.g. 'billing:<key>:submit,ops:<key>:read+admin'.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one name:key:scopes per line ('#' comments)."
+    )
+    api_insecure_no_auth: bool = Field(
+        False,
+        description="Serve without API keys, every caller an admin (local development only). "
+        "Off and no keys configured: `predictq api` refuses to start.",
+    )
+    api_host: str = Field("127.0.0.1", description="Address `predictq api` listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `predictq api` listens on.")
+    api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `predictq api`.")
+    api_max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest HTTP request body; larger ones get 413."
+    )
+    api_max_batch_jobs: int = Field(
+        1000, gt=0, description="Most jobs one POST /v1/models/{name}/jobs:batch may carry."
+    )
+    api_max_wait: float = Field(
+        30.0, gt=0, le=600, description="Cap in seconds on a GET /v1/jobs/{id}?wait= long-poll."
+    )
+
     @model_validator(mode="after")
     def _limits_agree(self) -> Settings:
         if self.visibility_timeout <= self.time_limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -191,3 +193,85 @@ def promoted(registry: Registry, fitted: LogisticRegression) -> str:
     """A model named 'clf' with v1 registered and promoted to production."""
     registry.register("clf", fitted, promote=True)
     return "clf"
+
+
+# Key names and scopes every test API server is started with; the keys are fresh per server.
+API_KEYS = {"svc": "submit", "other": "submit", "reader": "read", "ops": "admin"}
+
+
+class ApiServer:
+    """A real ``predictq api`` process (uvicorn) on a free port, with freshly generated keys."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.keys = {name: secrets.token_urlsafe(24) for name in API_KEYS}
+        keys_env = ",".join(f"{n}:{self.keys[n]}:{scopes}" for n, scopes in API_KEYS.items())
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "api", "--port", str(self.port),
+                 "--workers", str(workers)],
+                env={**os.environ, **env, "PREDICTQ_API_KEYS": keys_env,
+                     "PREDICTQ_API_MAX_WAIT": "5"},
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        try:
+            wait_for(lambda: self._answers() or self.proc.poll() is not None, 60, "the API")
+        except BaseException:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            pytest.fail(f"predictq api exited with {self.proc.returncode}:\n{self.output()}")
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def auth(self, name: str) -> dict[str, str]:
+        """The Authorization header of key ``name``."""
+        return {"Authorization": f"Bearer {self.keys[name]}"}
+
+    def http(self, name: str | None = None) -> httpx.Client:
+        """An HTTP client for the server, sending key ``name`` when given."""
+        headers = self.auth(name) if name else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def api(env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]:
+    """A ``predictq api`` sharing this test's Redis database and artifact store."""
+    server = ApiServer(env, tmp_path / "api.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    """One ``predictq api`` for a whole module, on the session's Redis (flushed per test)."""
+    home = tmp_path_factory.mktemp("api")
+    env = {
+        "PREDICTQ_REDIS_URL": redis_server.url,
+        "PREDICTQ_HOME": str(home / "home"),
+        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
+    }
+    # Two uvicorn worker processes, as in production.
+    server = ApiServer(env, home / "api.log", workers=2)
+    yield server
+    server.stop()

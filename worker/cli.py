@@ -121,6 +121,27 @@ def flower(port: int = typer.Option(5555, "--port")) -> None:
     configure(resolve_url(None, settings), settings).start(["celery", "flower", f"--port={port}"])
 
 
+@app.command()
+def api(
+    host: str | None = typer.Option(None, "--host", help="Address (PREDICTQ_API_HOST)."),
+    port: int | None = typer.Option(None, "--port", min=1, max=65535, help="PREDICTQ_API_PORT."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="PREDICTQ_API_WORKERS."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Serve without API keys (local development only)."
+    ),
+) -> None:
+    """Serve the HTTP API (needs `pip install 'predictq[api]'`)."""
+    try:
+        from producer.api.serve import serve
+    except ImportError as e:
+        raise PredictqError(
+            f"the HTTP API needs its extra: pip install 'predictq[api]' ({e})"
+        ) from e
+    s = get_settings()
+    serve(s, host=host or s.api_host, port=port or s.api_port, workers=workers or s.api_workers,
+          insecure=insecure_no_auth)  # fmt: skip
+
+
 @redis_app.command("start")
 def redis_start() -> None:
     """Start the embedded Redis (if none answers) and print its URL."""

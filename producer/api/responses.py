@@ -1,0 +1,24 @@
+"""The error responses a route declares in the OpenAPI document, each with the one error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .schemas import ErrorBody
+
+_WHY = {
+    400: "The body is not strict JSON (syntax, NaN/Infinity, nesting too deep).",
+    401: "No API key, or an unknown one.",
+    403: "The API key lacks the scope this operation needs.",
+    404: "No such model, version, alias or job (or the job's record expired).",
+    409: "Conflicts with the current state (a taken job ID, a started job, nothing to roll back).",
+    413: "The request body is over PREDICTQ_API_MAX_BODY_BYTES.",
+    415: "The body is not sent as application/json.",
+    422: "Invalid input; nothing was enqueued or changed.",
+    503: "Redis is unavailable.",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for ``codes``, each answered with an ErrorBody."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}

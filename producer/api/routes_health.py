@@ -1,0 +1,44 @@
+"""Probes for load balancers and orchestrators; they need no API key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from registry import keys
+
+from .schemas import Health, Readiness
+from .services import Services, services
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness", operation_id="healthz")
+async def healthz() -> Health:
+    """The process is up and serving requests."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Redis or every worker is down."}},
+    summary="Readiness",
+    operation_id="readyz",
+)
+async def readyz(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
+    """Ready when Redis answers and at least one worker's heartbeat is alive."""
+    reachable = alive = False
+    try:
+        reachable = bool(await svc.aio.ping())
+        # Heartbeats expire by themselves, so any key left is a live worker.
+        async for _ in svc.aio.scan_iter(match=keys.WORKER_PATTERN, count=1000):
+            alive = True
+            break
+    except redis.RedisError:
+        pass
+    body = Readiness(ready=reachable and alive, redis=reachable, workers=alive)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
