@@ -118,7 +118,26 @@ def client(settings: Settings) -> Iterator[Client]:
         yield c
 
 
-class Worker:
+class Service:
+    """A real predictq process writing to ``log``: stopped with SIGTERM, killed if it hangs."""
+
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class Worker(Service):
     """A real ``predictq worker`` process."""
 
     def __init__(self, env: dict[str, str], log: Path, concurrency: int, r: redis.Redis) -> None:
@@ -138,18 +157,6 @@ class Worker:
             raise
         if self.proc.poll() is not None:
             pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -199,7 +206,7 @@ def promoted(registry: Registry, fitted: LogisticRegression) -> str:
 API_KEYS = {"svc": "submit", "other": "submit", "reader": "read", "ops": "admin"}
 
 
-class ApiServer:
+class ApiServer(Service):
     """A real ``predictq api`` process (uvicorn) on a free port, with freshly generated keys."""
 
     def __init__(self, env: dict[str, str], log: Path, workers: int = 1) -> None:
@@ -238,18 +245,6 @@ class ApiServer:
         """An HTTP client for the server, sending key ``name`` when given."""
         headers = self.auth(name) if name else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 @pytest.fixture
