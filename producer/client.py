@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,7 @@ _FIRST_POLL = 0.05
 _SUBSCRIBE_AT_MOST = 64
 _DONE_PREFIX = keys.done("")
 JOB_PREFIX = keys.job("")
+_ANNOUNCED_AT_MOST = 4096
 # IDs taken off the reply list, and records read, per round trip.
 _DRAIN = 10_000
 _READ_CHUNK = 5_000
@@ -85,6 +87,9 @@ class Client:
         self._pubsub: redis.client.PubSub | None = None
         self._pubsub_lock = threading.Lock()
         self._versions: dict[tuple[str, int], ModelVersion] = {}
+        # Jobs this client submitted alone, and when: wait() on them pops their wake-up list.
+        self._announced: OrderedDict[str, float] = OrderedDict()
+        self._announced_lock = threading.Lock()
         self._aliases: dict[tuple[str, str], tuple[int, float]] = {}
 
     def close(self) -> None:
@@ -129,9 +134,11 @@ class Client:
     ) -> str:
         """Enqueue one job and return its ID at once; the same ``job_id`` enqueues only once."""
         ids = [job_id] if job_id is not None else None
-        return self.submit_many(
+        # It announces its end on its own list, so that a wait() right after is one blocking
+        # pop (see wait).
+        return self._submit_many(
             model, [rows], version=version, alias=alias, job_ids=ids,
-            probabilities=probabilities, ttl=ttl,
+            probabilities=probabilities, ttl=ttl, announce=True,
         )[0]  # fmt: skip
 
     def submit_many(
@@ -150,6 +157,23 @@ class Client:
         Every job is validated first: if any is invalid, InvalidInput names it and nothing is
         enqueued.
         """
+        return self._submit_many(
+            model, jobs, version=version, alias=alias, job_ids=job_ids,
+            probabilities=probabilities, ttl=ttl, announce=False,
+        )  # fmt: skip
+
+    def _submit_many(
+        self,
+        model: str,
+        jobs: Sequence[Any],
+        *,
+        version: int | None,
+        alias: str,
+        job_ids: Sequence[str] | None,
+        probabilities: bool,
+        ttl: int | None,
+        announce: bool,
+    ) -> list[str]:
         check_name(model)
         check_name(alias, "alias")
         if job_ids is not None and len(job_ids) != len(jobs):
@@ -199,12 +223,19 @@ class Client:
         # Only bulk submissions get reply-list announcements: few jobs are waited on through
         # their own channels (see wait_many), so nothing piles up for fire-and-forget callers.
         reply = self._reply if len(ids) > _SUBSCRIBE_AT_MOST else ""
+        if announce:
+            reply = "*"  # each job's own wake-up list
         for start in range(0, len(ids), _SUBMIT_CHUNK):
             chunk = list(range(start, min(start + _SUBMIT_CHUNK, len(ids))))
             while chunk:
                 taken = self._enqueue(shared, chunk, ids, rows_json, reply, job_ids is not None)
                 # Jobs whose ID exists were left alone; the others go again without them.
                 chunk = [i for i in chunk if i not in taken] if taken else []
+                if reply == "*" and not taken:
+                    with self._announced_lock:
+                        self._announced[ids[0]] = time.monotonic()
+                        if len(self._announced) > _ANNOUNCED_AT_MOST:
+                            self._announced.popitem(last=False)
         return ids
 
     def _enqueue(
@@ -247,7 +278,8 @@ class Client:
         argv: list[Any] = [
             f"{time.time():.6f}", reply, "1" if check else "0", JOB_PREFIX, shared["model"],
             shared["alias"], "" if pinned is None else pinned,
-            "1" if shared["probabilities"] else "0", shared["ttl"], len(messages), *messages,
+            "1" if shared["probabilities"] else "0", shared["ttl"], keys.result(""),
+            len(messages), *messages,
             *per_job,
         ]  # fmt: skip
         flags = self._submit(keys=[queue, keys.QUEUED], args=argv)
@@ -285,7 +317,26 @@ class Client:
 
     def wait(self, job_id: str, timeout: float = 60.0) -> JobResult:
         """Block until the job is final and return it; JobTimeout when ``timeout`` passes."""
-        return self.wait_many([job_id], timeout=timeout)[0]
+        with self._announced_lock:
+            submitted = self._announced.pop(job_id, None)
+        if submitted is None or time.monotonic() - submitted > keys.RESULT_TRUST:
+            return self.wait_many([job_id], timeout=timeout)[0]
+        # This client submitted the job alone a moment ago: its result is pushed onto the job's
+        # own list, so one blocking pop waits for it and reads it. A read after each quiet slice
+        # covers a push that another waiter of the same job took.
+        deadline = time.monotonic() + timeout
+        wake = keys.result(job_id)
+        while (remaining := deadline - time.monotonic()) > 0:
+            woke = self.redis.blpop([wake], timeout=min(remaining, _WAKE_SLICE))
+            told = records.parse_told(str(woke[1])) if woke is not None else None
+            found = told or self.result(job_id)
+            if found.done:
+                return found
+        raise JobTimeout(
+            f"job {job_id} was not final after {timeout}s; wait longer, or check "
+            "`predictq status` for workers",
+            job_id=job_id,
+        )
 
     def wait_many(self, job_ids: Sequence[str], timeout: float = 60.0) -> list[JobResult]:
         """Block until every job is final; results come back in the order of ``job_ids``.

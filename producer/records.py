@@ -25,9 +25,10 @@ local function sliced(cmd, key, list, first, last)
 end
 """
 
-# KEYS: queue, queued index. ARGV: now, reply list, '1' to check for existing IDs, job key prefix,
-# model, alias, pinned version or '', probabilities, ttl, message count m, the m messages, then
-# per job: id, and its own message (a job sent alone; '' for a job in a batch message, whose
+# KEYS: queue, queued index. ARGV: now, reply list ('' for none, '*' for each job's own wake-up
+# list), '1' to check for existing IDs, job key prefix, model, alias, pinned version or '',
+# probabilities, ttl, wake-up list prefix, message count m, the m messages, then per job: id,
+# and its own message (a job sent alone; '' for a job in a batch message, whose
 # claim list holds its message until it ends). Writes each record as 'queued', indexes it and
 # pushes the messages. With the check on and any ID taken, nothing is written: the caller leaves
 # those jobs out of its messages and calls again. Returns 1 (enqueued) or 0 (ID exists) per job.
@@ -36,8 +37,8 @@ end
 SUBMIT = (
     SLICED
     + """
-local m = tonumber(ARGV[10])
-local first = 11 + m
+local m = tonumber(ARGV[11])
+local first = 12 + m
 local out = {}
 if ARGV[3] == '1' then
   local taken = false
@@ -55,13 +56,17 @@ for b = first, #ARGV, 2 do
   redis.call('HSET', key, 'status', 'queued', 'model', ARGV[5], 'alias', ARGV[6],
     'version', ARGV[7], 'probabilities', ARGV[8], 'ttl', ARGV[9], 'submitted_at', ARGV[1],
     'attempts', '0', 'payload', ARGV[b + 1])
-  if ARGV[2] ~= '' then redis.call('HSET', key, 'reply', ARGV[2]) end
+  if ARGV[2] == '*' then
+    redis.call('HSET', key, 'reply', ARGV[10] .. ARGV[b])
+  elseif ARGV[2] ~= '' then
+    redis.call('HSET', key, 'reply', ARGV[2])
+  end
   redis.call('EXPIRE', key, ARGV[9])
   queued[#queued + 1] = ARGV[1]; queued[#queued + 1] = ARGV[b]
   out[#out + 1] = 1
 end
 sliced('ZADD', KEYS[2], queued)
-sliced('LPUSH', KEYS[1], ARGV, 11, 10 + m)
+sliced('LPUSH', KEYS[1], ARGV, 12, 11 + m)
 return out
 """
 )
@@ -153,4 +158,27 @@ def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
         finished_at=timestamp(finished_at),
         attempts=int(attempts or 0),
         worker=worker or None,
+    )
+
+
+def parse_told(raw: str) -> JobResult | None:
+    """The result a worker pushed onto a job's own wake-up list; None for a bare job ID there
+    (what cancellation and recovery push), which the waiter then reads from the record."""
+    if not raw.startswith("{"):
+        return None
+    told = orjson.loads(raw)
+    return _result(
+        id=told["id"],
+        status=told["status"],
+        model=told["model"],
+        alias=told["alias"] or None,
+        version=told["version"],
+        predictions=told["predictions"],
+        probabilities=told["probabilities"],
+        error=JobError.model_construct(**told["error"]) if told["error"] else None,
+        submitted_at=timestamp(told["submitted_at"]),
+        started_at=timestamp(told["started_at"]),
+        finished_at=timestamp(told["finished_at"]),
+        attempts=told["attempts"],
+        worker=told["worker"],
     )

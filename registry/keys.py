@@ -12,6 +12,7 @@
                                               (expires after twice the job's TTL)
 - ``predictq:done:{id}``                      pub/sub channel published to when the job ends
 - ``predictq:reply:{client}``                 list of finished job IDs for the client that sent them
+- ``predictq:result:{id}``                    wake-up list of a job submitted alone (expires soon)
 - ``predictq:inflight``                       zset job id -> deadline, for jobs a worker has claimed
 - ``predictq:claiming:{worker}``              a worker process's one-message landing list
 - ``predictq:dead``                           dead letters: JSON entries (bounded)
@@ -41,6 +42,11 @@ STACK_LIMIT = 100
 # How long a client's reply list lives after its last push, and how many IDs it keeps at most
 # (a client that never waits would otherwise grow it without bound; waiters fall back to polls).
 REPLY_TTL = 3600
+# A job submitted alone announces its end on its own list, which lives this long after the push:
+# long enough for a waiter that is already blocked, short enough that fire-and-forget jobs leave
+# little behind. Clients trust it only for jobs they submitted less than RESULT_TRUST ago.
+RESULT_TTL = 120
+RESULT_TRUST = 60.0
 REPLY_LIMIT = 1_000_000
 STATS_TTL = 2 * 3600
 
@@ -79,6 +85,10 @@ def done(job_id: str) -> str:
 
 def reply(client: str) -> str:
     return f"{PREFIX}:reply:{client}"
+
+
+def result(job_id: str) -> str:
+    return f"{PREFIX}:result:{job_id}"
 
 
 def claiming(worker: str) -> str:

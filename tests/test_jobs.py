@@ -9,8 +9,9 @@ import pytest
 import redis
 from celery import Celery
 
-from producer import Client, JobNotFound, JobTimeout
+from producer import Client, JobNotFound, JobTimeout, records
 from producer.messages import task_message
+from registry import keys
 
 from .conftest import wait_for
 
@@ -167,3 +168,31 @@ def test_a_job_delivered_more_than_max_attempts_fails_as_worker_lost(
     res = client.wait(job_id, timeout=30)
     assert (res.status, res.error and res.error.code) == ("failed", "worker_lost")
     assert res.attempts == settings.max_attempts + 1
+
+
+def test_a_job_sent_alone_tells_its_own_waiter_the_result_the_record_holds(
+    client: Client, promoted: str, fitted, worker, r
+) -> None:
+    rows = [[0.5] * 6, [-1.0] * 6]
+    job_id = client.submit(promoted, rows, probabilities=True)
+    wait_for(lambda: r.llen(keys.result(job_id)) == 1, 30, "the job's wake-up list")
+
+    told = records.parse_told(r.lrange(keys.result(job_id), 0, -1)[0])
+    waited = client.wait(job_id, timeout=10)
+
+    record = client.result(job_id)
+    assert told is not None and told.model_dump() == record.model_dump()
+    assert waited.model_dump() == record.model_dump()
+    assert record.predictions == fitted.predict(rows).tolist()
+    assert not r.exists(keys.result(job_id))  # the waiter took it
+
+
+def test_a_waiter_of_a_cancelled_job_sent_alone_wakes_at_once(
+    client: Client, promoted: str, r
+) -> None:
+    job_id = client.submit(promoted, [[0.0] * 6])  # no worker: it stays queued
+    assert client.cancel(job_id) is True
+
+    res = client.wait(job_id, timeout=0.5)  # well under the 1 s poll slice
+
+    assert res.status == "cancelled"

@@ -30,6 +30,10 @@ class Job:
     model: str = ""
     attempts: int = 0
     alias_version: int | None = None
+    # From the record, when the job started: when it was submitted and where its end is told.
+    submitted_at: str = ""
+    started_at: str = ""
+    reply: str = ""
     status: str = "failed"
     version: int | None = None
     predictions: bytes = b""

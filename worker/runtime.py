@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,11 @@ from .batching import Job, run_batch
 from .model_cache import ModelCache
 
 log = logging.getLogger(__name__)
+
+_WAKE_LIST = keys.result("")
+# A parked message of at most this many jobs starts inside the claim script (its arguments are
+# copied into a Lua table there, which has to stay small).
+_START_WITH_CLAIM = 1000
 
 
 @functools.lru_cache(maxsize=4096)
@@ -70,6 +76,7 @@ class Runtime:
         self.cache = ModelCache(self.registry, self.worker, settings.model_cache_size)
         self._claim = self.redis.register_script(ledger.CLAIM)
         self._start = self.redis.register_script(ledger.START)
+        self._claim_start = self.redis.register_script(ledger.CLAIM_START)
         self._finish = self.redis.register_script(ledger.FINISH)
 
     def rename(self, hostname: str) -> None:
@@ -98,8 +105,12 @@ class Runtime:
         if block > 0:
             # Redis takes fractional seconds here; redis-py's annotation says int.
             timeout: Any = block
-            if self.redis.blmove(queue, self.landing, timeout, "RIGHT", "LEFT") is None:
+            parked = self.redis.blmove(queue, self.landing, timeout, "RIGHT", "LEFT")
+            if parked is None:
                 return None
+            first = self._parse(str(parked))
+            if len(first) <= _START_WITH_CLAIM:
+                return self._claim_started(first, limit)
         flat = self._claim(
             keys=[queue, self.landing, keys.isolate(queue)], args=[limit, int(fresh), int(isolate)]
         )
@@ -110,6 +121,23 @@ class Runtime:
         if not started and fresh:
             self.finish([], self.landing)  # only duplicates or dead letters: clear the list
         return Claim(started, isolated=isolated, more=more)
+
+    def _claim_started(self, first: list[Job], limit: int) -> Claim:
+        """Start the jobs of the message just parked and take more, in one round trip."""
+        argv = self._start_argv(first, index=False)
+        flat = self._claim_start(
+            keys=[self.settings.queue, self.landing, keys.isolate(self.settings.queue),
+                  keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)],
+            args=[max(0, limit - len(first)), *argv],
+        )  # fmt: skip
+        taken = int(flat[1])
+        started = self._started(first, flat[2 + taken :], argv[0])
+        more = [job for raw in flat[2 : 2 + taken] for job in self._parse(raw)]
+        started += self.start(more)
+        if not started:
+            self.finish([], self.landing)  # only duplicates or dead letters: clear the list
+        # The isolation queue is looked at by the next, non-blocking claim: ``more`` says so.
+        return Claim(started, more=flat[0] == "1")
 
     def _parse(self, raw: str) -> list[Job]:
         """The jobs a raw message asks for (failed if it is bad); none if it names no job."""
@@ -170,7 +198,7 @@ class Runtime:
             jobs.append(job)
         return jobs
 
-    def start(self, parsed: list[Job | None], *, index: bool = False) -> list[Job]:
+    def start(self, parsed: Sequence[Job | None], *, index: bool = False) -> list[Job]:
         """Mark jobs running in one round trip; drops those that had already ended.
 
         ``index``: list them in the in-flight index, for jobs that no claim list tracks.
@@ -178,6 +206,11 @@ class Runtime:
         jobs = [j for j in parsed if j is not None]
         if not jobs:
             return []
+        argv = self._start_argv(jobs, index=index)
+        flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)], args=argv)
+        return self._started(jobs, flat, argv[0])
+
+    def _start_argv(self, jobs: list[Job], *, index: bool) -> list[Any]:
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
                            self.settings.result_ttl, ledger.JOB_PREFIX,
@@ -197,15 +230,23 @@ class Runtime:
                 r.ttl if r and r.ttl else "",
                 job.raw,
             ]
-        flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)], args=argv)
+        return argv
+
+    def _started(self, jobs: list[Job], flat: list[Any], started_at: str) -> list[Job]:
+        """The jobs START marked running, from its reply; the others had already ended."""
         started = []
         for i, job in enumerate(jobs):
-            status, attempts, alias_version = flat[3 * i : 3 * i + 3]
+            status, attempts, alias_version, submitted_at, reply = flat[5 * i : 5 * i + 5]
             if status in ("succeeded", "failed", "cancelled", "expired"):
                 log.info("job %s is %s: skipped", job.id, status)
                 continue
             job.attempts = int(attempts)
             job.alias_version = int(alias_version) if alias_version else None
+            job.submitted_at, job.started_at, job.reply = (
+                submitted_at or "",
+                started_at,
+                reply or "",
+            )
             if job.attempts > self.settings.max_attempts and job.request is not None:
                 # Redelivered by Celery after crashes (PREDICTQ_BATCHING=false): the sweeper's
                 # containment does not see those, so the attempt count is enforced here too.
@@ -231,17 +272,35 @@ class Runtime:
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.settings.result_ttl, keys.REPLY_TTL,
                            keys.STATS_TTL, ledger.JOB_PREFIX, ledger.DONE_PREFIX,
-                           keys.REPLY_LIMIT, "1" if index else ""]  # fmt: skip
+                           keys.REPLY_LIMIT, "1" if index else "", keys.result(""),
+                           keys.RESULT_TTL]  # fmt: skip
+        stamp = argv[0]
         for job in jobs:
+            error = orjson.dumps(job.error.to_dict()) if job.error else b""
+            told = self._told(job, stamp, error) if job.reply.startswith(_WAKE_LIST) else ""
             argv += [job.id, job.status, "" if job.version is None else job.version,
-                     job.predictions, job.proba,
-                     orjson.dumps(job.error.to_dict()) if job.error else ""]  # fmt: skip
+                     job.predictions, job.proba, error, told]  # fmt: skip
         finish_keys = [keys.INFLIGHT, rec.stats_key(now), landing, keys.busy(self.worker)]
         written = sum(self._finish(keys=finish_keys, args=argv))
         if written < len(jobs):
             log.warning("%d job(s) had already ended: results not overwritten",
                         len(jobs) - written)  # fmt: skip
         return int(written)
+
+    def _told(self, job: Job, finished_at: str, error: bytes) -> bytes:
+        """The JSON of the job's result as FINISH writes it, for the job's own wake-up list."""
+        r = job.request
+        version = job.version if job.version is not None else (r.version if r else None)
+        head = orjson.dumps({
+            "id": job.id, "status": job.status, "model": r.model if r else job.model,
+            "alias": r.alias if r else None, "version": version,
+            "submitted_at": job.submitted_at, "started_at": job.started_at,
+            "finished_at": finished_at, "attempts": job.attempts, "worker": self.worker,
+        })  # fmt: skip
+        return b"".join((
+            head[:-1], b',"predictions":', job.predictions or b"null",
+            b',"probabilities":', job.proba or b"null", b',"error":', error or b"null", b"}",
+        ))  # fmt: skip
 
     def dead_letter_landing(self, reason: str) -> None:
         """Dead-letter every message on this process's claim list and clear it."""
