@@ -368,9 +368,9 @@ class Client:
                 continue
             woke = self.redis.blpop([self._reply], timeout=min(remaining, quiet))
             if woke is not None:
-                pending.discard(woke[1])
+                self._take_told([woke[1]], pending, results)
                 while more := self.redis.lpop(self._reply, _DRAIN):
-                    pending.difference_update(more)
+                    self._take_told(more, pending, results)  # type: ignore[arg-type]
             # Fallback for jobs the reply list does not announce (submitted elsewhere, or
             # announced to another waiter on this client): poll when the list is quiet, and
             # every _POLL_EVERY seconds anyway.
@@ -386,6 +386,19 @@ class Client:
                     raise self._not_found(job_id)
                 results[job_id] = found
         return [results[j] for j in job_ids]
+
+    @staticmethod
+    def _take_told(
+        announced: Sequence[str | bytes], pending: set[str], results: dict[str, JobResult]
+    ) -> None:
+        """Take results (or bare IDs, to be read later) off this client's reply list."""
+        for entry in announced:
+            told = records.parse_told(str(entry))
+            if told is None:
+                pending.discard(str(entry))
+            elif told.id in pending:
+                pending.discard(told.id)
+                results[told.id] = told
 
     def _wait_subscribed(
         self, pending: set[str], timeout: float, results: dict[str, JobResult]

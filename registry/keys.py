@@ -11,7 +11,7 @@
 - ``predictq:owner:{id}``                     name of the API key that submitted the job over HTTP
                                               (expires after twice the job's TTL)
 - ``predictq:done:{id}``                      pub/sub channel published to when the job ends
-- ``predictq:reply:{client}``                 list of finished job IDs for the client that sent them
+- ``predictq:reply:{client}``                 results (or IDs) of jobs a client submitted in bulk
 - ``predictq:result:{id}``                    wake-up list of a job submitted alone (expires soon)
 - ``predictq:inflight``                       zset job id -> deadline, for jobs a worker has claimed
 - ``predictq:claiming:{worker}``              a worker process's one-message landing list
@@ -39,15 +39,16 @@ WORKER_PATTERN = f"{PREFIX}:worker:*"
 # Bounds for lists that would otherwise grow with every promotion.
 HISTORY_LIMIT = 1000
 STACK_LIMIT = 100
-# How long a client's reply list lives after its last push, and how many IDs it keeps at most
-# (a client that never waits would otherwise grow it without bound; waiters fall back to polls).
+# How long a client's reply list lives after its last push. Its entries are results (a few
+# hundred bytes each), and it keeps REPLY_LIMIT at most: a client that never waits would otherwise
+# grow it without bound; a waiter that falls that far behind reads the rest from the records.
 REPLY_TTL = 3600
 # A job submitted alone announces its end on its own list, which lives this long after the push:
 # long enough for a waiter that is already blocked, short enough that fire-and-forget jobs leave
 # little behind. Clients trust it only for jobs they submitted less than RESULT_TRUST ago.
 RESULT_TTL = 120
 RESULT_TRUST = 60.0
-REPLY_LIMIT = 1_000_000
+REPLY_LIMIT = 200_000
 STATS_TTL = 2 * 3600
 
 

@@ -164,7 +164,7 @@ return out
 # KEYS: in-flight zset, stats, claim list, busy marker. ARGV: now, default ttl, reply ttl, stats
 # ttl, job key prefix, wake-up channel prefix, reply limit, '1' to leave the in-flight index,
 # wake-up list prefix, its ttl, then per job: id, status, version, predictions, probabilities,
-# error, the result's JSON for its own wake-up list (or ''). Writes each final record once (a job
+# error, the result's JSON for its reply list (or ''). Writes each final record once (a job
 # that is already final keeps its result), wakes its waiters, leaves the in-flight index and
 # empties the claim list. Returns 1/0 per job (0: a duplicate that wrote nothing).
 FINISH = (
@@ -199,7 +199,7 @@ for b = 11, #ARGV, 7 do
     if rec[3] then
       local list = replies[rec[3]]
       if not list then list = {{}}; replies[rec[3]] = list end
-      -- A job's own wake-up list gets the whole result, which saves its waiter a read.
+      -- The result itself, which saves its waiter a read.
       list[#list + 1] = ARGV[b + 6] ~= '' and ARGV[b + 6] or id
     end
     counts[status] = (counts[status] or 0) + 1

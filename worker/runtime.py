@@ -27,7 +27,6 @@ from .model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
-_WAKE_LIST = keys.result("")
 # A parked message of at most this many jobs starts inside the claim script (its arguments are
 # copied into a Lua table there, which has to stay small).
 _START_WITH_CLAIM = 1000
@@ -277,7 +276,8 @@ class Runtime:
         stamp = argv[0]
         for job in jobs:
             error = orjson.dumps(job.error.to_dict()) if job.error else b""
-            told = self._told(job, stamp, error) if job.reply.startswith(_WAKE_LIST) else ""
+            # Whoever waits on the job's reply list gets the result itself: no read afterwards.
+            told = self._told(job, stamp, error) if job.reply else b""
             argv += [job.id, job.status, "" if job.version is None else job.version,
                      job.predictions, job.proba, error, told]  # fmt: skip
         finish_keys = [keys.INFLIGHT, rec.stats_key(now), landing, keys.busy(self.worker)]
