@@ -77,6 +77,13 @@ def test_status_shows_workers_promoted_versions_and_throughput(env, client, prom
     assert "succeeded 1" in out.stdout
 
 
+def test_status_counts_queued_jobs_not_messages(env, client, promoted):
+    client.submit_many(promoted, [[[0.0] * 6]] * 300)  # no worker: they stay queued
+    out = predictq(env, "status")
+    assert out.returncode == 0, out.stderr
+    assert "300 job(s) queued, in 3 message(s)" in out.stdout
+
+
 def test_the_demo_runs_to_the_end_on_its_own_embedded_redis(tmp_path) -> None:
     port = free_port()
     env = {"PREDICTQ_HOME": str(tmp_path / "home"), "PREDICTQ_EMBEDDED_PORT": str(port)}

@@ -78,7 +78,9 @@ def status() -> None:
     settings = get_settings()
     reg = Registry(settings=settings)
     r = reg.redis
-    console.print(f"queue [bold]{settings.queue}[/]: {r.llen(settings.queue)} message(s) waiting")
+    # A batch message carries many jobs: count jobs by the queued index, not the list length.
+    console.print(f"queue [bold]{settings.queue}[/]: {r.zcard(keys.QUEUED)} job(s) queued, in "
+                  f"{r.llen(settings.queue)} message(s)")  # fmt: skip
     workers = Table("worker", "pid", "concurrency", "serving", "up", title="workers")
     for key in sorted(r.scan_iter(match=keys.WORKER_PATTERN, count=500)):
         raw = r.get(key)
