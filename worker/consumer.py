@@ -18,7 +18,7 @@ import redis
 
 from registry import keys
 
-from .runtime import Runtime
+from .runtime import Claim, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,14 @@ class BatchConsumer(threading.Thread):
         self._stopping.set()
         self.join(timeout)
 
+    def _recycled(self) -> bool:
+        """Whether the node loaded a new version since this process was forked."""
+        return self._generation is not None and self._generation.value != self._born
+
     def _exit_if_recycled(self) -> None:
         """Exit between batches once the node loaded a new version, so that the pool forks a
         fresh process that shares it instead of this one holding a private copy."""
-        if self._generation is not None and self._generation.value != self._born:
+        if self._recycled():
             log.info("pool process exiting to be forked again with the new version")
             logging.shutdown()
             os._exit(0)
@@ -76,28 +80,40 @@ class BatchConsumer(threading.Thread):
         limit = settings.batch_max_rows
         failures = 0
         hot = True
-        while not self._stopping.is_set():
-            self._exit_if_recycled()
+        claimed: Claim | None = None
+        # A batch claimed along with the previous finish is run even when a stop or a recycle
+        # came meanwhile: its jobs are already marked running.
+        while claimed is not None or not self._stopping.is_set():
+            if claimed is None:
+                self._exit_if_recycled()
             try:
-                # Under load a non-blocking claim takes a batch in one round trip; when the
-                # queue ran dry, a blocking move waits for the next message instead. Either way
-                # jobs recovered from a crashed or stalled batch come first, to run alone, so
-                # that a job that kills its process takes no other job down with it again.
-                claimed = self.runtime.claim(limit, block=0, isolate=True) if hot else None
                 if claimed is None:
-                    claimed = self.runtime.claim(limit, block=_BLOCK, isolate=True)
+                    # Under load a non-blocking claim takes a batch in one round trip; when the
+                    # queue ran dry, a blocking move waits for the next message instead. Either
+                    # way jobs recovered from a crashed or stalled batch come first, to run
+                    # alone, so that a job that kills its process takes no other job down with
+                    # it again.
+                    claimed = self.runtime.claim(limit, block=0, isolate=True) if hot else None
+                    if claimed is None:
+                        claimed = self.runtime.claim(limit, block=_BLOCK, isolate=True)
                 # After an idle wait, look again without blocking: the isolation queue may
                 # have filled while the blocking move watched only the job queue.
                 hot = claimed is None or claimed.more
                 if claimed is None or not claimed.jobs:
+                    claimed = None
                     continue
-                jobs = claimed.jobs
-                if not claimed.isolated and window > 0 and len(jobs) < limit:
+                jobs, isolated = claimed.jobs, claimed.isolated
+                claimed = None
+                if not isolated and window > 0 and len(jobs) < limit:
                     deadline = time.monotonic() + window
                     while len(jobs) < limit and time.monotonic() < deadline:
                         more = self.runtime.claim(limit - len(jobs), block=0, fresh=False)
                         jobs += more.jobs if more else []
-                self.runtime.run(jobs)
+                if self._stopping.is_set() or self._recycled():
+                    self.runtime.run(jobs)  # claim nothing more: this process is leaving
+                    continue
+                # Finishing this batch and claiming the next share a round trip.
+                claimed = self.runtime.run_and_claim(jobs, limit, 0 if hot else _BLOCK)
             except redis.ConnectionError as e:
                 log.warning("batch consumer lost Redis (%s); retrying in 1s", e)
                 self._stopping.wait(1.0)

@@ -113,6 +113,10 @@ class Runtime:
         flat = self._claim(
             keys=[queue, self.landing, keys.isolate(queue)], args=[limit, int(fresh), int(isolate)]
         )
+        return self._claimed(flat, fresh=fresh)
+
+    def _claimed(self, flat: list[Any], *, fresh: bool) -> Claim | None:
+        """Parse and start what the CLAIM script returned."""
         isolated, more, raws = flat[0] == "1", flat[1] == "1", flat[2:]
         if not raws:
             return None
@@ -266,8 +270,52 @@ class Runtime:
                   batch_rows=self.settings.batch_max_rows)  # fmt: skip
         self.finish(jobs, landing or self.landing, index=index)
 
+    def run_and_claim(self, jobs: list[Job], limit: int, block: float) -> Claim | None:
+        """Run ``jobs``, then finish them and claim the next batch in one round trip.
+
+        The FINISH script and the next claim (a blocking LMOVE, or with ``block`` 0 a CLAIM
+        that looks at the isolation queue first) go out pipelined on one connection: Redis runs
+        them in order, so the claim list is cleared before anything new lands on it. They are
+        sent as EVAL, not EVALSHA: a script cache flushed by a Redis restart must not fail the
+        FINISH and let the claim behind it run alone.
+        """
+        run_batch(jobs, self.cache, max_rows=self.settings.max_rows,
+                  batch_rows=self.settings.batch_max_rows)  # fmt: skip
+        finish_keys, argv = self._finish_args(jobs, self.landing, index=False)
+        queue = self.settings.queue
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(ledger.FINISH, len(finish_keys), *finish_keys, *argv)
+        if block > 0:
+            timeout: Any = block  # Redis takes fractional seconds; redis-py's annotation says int
+            pipe.blmove(queue, self.landing, timeout, "RIGHT", "LEFT")
+        else:
+            pipe.eval(ledger.CLAIM, 3, queue, self.landing, keys.isolate(queue), limit, 1, 1)
+        written, claimed = pipe.execute()
+        self._warn_duplicates(len(jobs), sum(written))
+        if block <= 0:
+            return self._claimed(claimed, fresh=True)
+        if claimed is None:
+            return None
+        first = self._parse(str(claimed))
+        if len(first) <= _START_WITH_CLAIM:
+            return self._claim_started(first, limit)
+        return self.claim(limit, 0)  # a huge stock message: started by the plain claim
+
     def finish(self, jobs: list[Job], landing: str, *, index: bool = False) -> int:
         """Write final records once each and clear ``landing``; returns how many were written."""
+        finish_keys, argv = self._finish_args(jobs, landing, index=index)
+        written = int(sum(self._finish(keys=finish_keys, args=argv)))
+        self._warn_duplicates(len(jobs), written)
+        return written
+
+    @staticmethod
+    def _warn_duplicates(jobs: int, written: int) -> None:
+        if written < jobs:
+            log.warning("%d job(s) had already ended: results not overwritten", jobs - written)
+
+    def _finish_args(
+        self, jobs: list[Job], landing: str, *, index: bool
+    ) -> tuple[list[str], list[Any]]:
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.settings.result_ttl, keys.REPLY_TTL,
                            keys.STATS_TTL, ledger.JOB_PREFIX, ledger.DONE_PREFIX,
@@ -280,12 +328,7 @@ class Runtime:
             told = self._told(job, stamp, error) if job.reply else b""
             argv += [job.id, job.status, "" if job.version is None else job.version,
                      job.predictions, job.proba, error, told]  # fmt: skip
-        finish_keys = [keys.INFLIGHT, rec.stats_key(now), landing, keys.busy(self.worker)]
-        written = sum(self._finish(keys=finish_keys, args=argv))
-        if written < len(jobs):
-            log.warning("%d job(s) had already ended: results not overwritten",
-                        len(jobs) - written)  # fmt: skip
-        return int(written)
+        return [keys.INFLIGHT, rec.stats_key(now), landing, keys.busy(self.worker)], argv
 
     def _told(self, job: Job, finished_at: str, error: bytes) -> bytes:
         """The JSON of the job's result as FINISH writes it, for the job's own wake-up list."""
