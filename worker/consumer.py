@@ -18,6 +18,7 @@ import redis
 
 from registry import keys
 
+from .batching import configure_sklearn
 from .runtime import Claim, Runtime
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class BatchConsumer(threading.Thread):
             self._stopping.wait(0.05)
 
     def run(self) -> None:
+        configure_sklearn()
         self._wait_for_node()
         settings = self.runtime.settings
         window = settings.batch_window_ms / 1000

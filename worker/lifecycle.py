@@ -17,6 +17,7 @@ from celery import signals
 
 from registry import get_settings, keys
 
+from .batching import configure_sklearn
 from .consumer import BatchConsumer
 from .recovery import Sweeper
 from .runtime import Runtime
@@ -131,6 +132,7 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     rt = runtime()
     rt.cache.after_fork()
     rt.rename(str(sender) if sender else "worker")
+    configure_sklearn()  # for the Celery task path, which runs in this thread
     child = os.getpid() != _state["parent_pid"]
     if not child:
         _start_listener(rt)  # solo pool: this is the main process
