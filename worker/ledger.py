@@ -20,9 +20,24 @@ _FINAL = "st == 'succeeded' or st == 'failed' or st == 'cancelled'"
 # message counts as the jobs it carries, read from its first header. Until the batch is finished
 # the messages live on that list, so a process that dies mid-batch leaves them where the sweeper
 # finds them, never only in its memory.
+# weight(): the jobs a message carries, from its first header. take(): moves messages from the
+# queue onto the claim list, appending them to ``out``, until they carry ``limit`` jobs (past
+# ``total`` already taken); pops as many at once as the next message's weight allows.
 _WEIGHT = """
 local function weight(raw)
   return tonumber(string.match(raw, '^{"headers":{"predictq_jobs":(%d+)')) or 1
+end
+local function take(queue, claim_list, limit, total, out)
+  while total < limit do
+    local nxt = redis.call('LINDEX', queue, -1)
+    if not nxt then return end
+    local popped = redis.call('RPOP', queue, math.max(1, math.floor((limit - total) / weight(nxt))))
+    sliced('LPUSH', claim_list, popped)
+    for _, raw in ipairs(popped) do
+      out[#out + 1] = raw
+      total = total + weight(raw)
+    end
+  end
 end
 """
 CLAIM = (
@@ -41,17 +56,7 @@ if ARGV[2] == '1' then
     total = total + weight(raw)
   end
 end
-local limit = tonumber(ARGV[1])
-while total < limit do
-  local nxt = redis.call('LINDEX', KEYS[1], -1)
-  if not nxt then break end
-  local popped = redis.call('RPOP', KEYS[1], math.max(1, math.floor((limit - total) / weight(nxt))))
-  sliced('LPUSH', KEYS[2], popped)
-  for _, raw in ipairs(popped) do
-    out[#out + 1] = raw
-    total = total + weight(raw)
-  end
-end
+take(KEYS[1], KEYS[2], tonumber(ARGV[1]), total, out)
 if redis.call('LLEN', KEYS[1]) > 0 then out[2] = '1' end
 return out
 """
@@ -138,19 +143,8 @@ CLAIM_START = (
     + _WEIGHT
     + _START_FN
     + """
-local total = 0
 local taken = {}
-local limit = tonumber(ARGV[1])
-while total < limit do
-  local nxt = redis.call('LINDEX', KEYS[1], -1)
-  if not nxt then break end
-  local popped = redis.call('RPOP', KEYS[1], math.max(1, math.floor((limit - total) / weight(nxt))))
-  sliced('LPUSH', KEYS[2], popped)
-  for _, raw in ipairs(popped) do
-    taken[#taken + 1] = raw
-    total = total + weight(raw)
-  end
-end
+take(KEYS[1], KEYS[2], tonumber(ARGV[1]), 0, taken)
 local more = '0'
 if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then more = '1' end
 local started = start({unpack(ARGV, 2)}, KEYS[4], KEYS[5], KEYS[6])
