@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     embedded_port: int = Field(6379, description="Port of the embedded Redis on 127.0.0.1.")
     queue: str = Field("predictq", description="Celery queue that prediction jobs go to.")
     result_ttl: int = Field(
-        86_400, gt=0, description="Seconds a job record and its result live after submission."
+        86_400,
+        gt=0,
+        description="Seconds a job record lives after submission, counted again from when the "
+        "job ends, so that a result outlives a long wait in the queue.",
     )
     max_rows: int = Field(10_000, gt=0, description="Most input rows one job may carry.")
     max_job_bytes: int = Field(
