@@ -137,22 +137,21 @@ def _result(**values: Any) -> JobResult:
     return result
 
 
-def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
-    """A JobResult from the fields of ``RECORD_FIELDS`` (HMGET order); None when absent."""
-    (status, model, alias, version, predictions, proba, error, submitted_at, started_at,
-     finished_at, attempts, worker) = values  # fmt: skip
-    if not status:
-        return None
-    failure = orjson.loads(error) if error else None
+def _built(
+    job_id: str, status: str, model: str | None, alias: str | None, version: Any,
+    predictions: Any, probabilities: Any, error: Any, submitted_at: Any,
+    started_at: Any, finished_at: Any, attempts: Any, worker: str | None,
+) -> JobResult:  # fmt: skip
+    """A JobResult from a record's values, with its JSON fields already decoded."""
     return _result(
         id=job_id,
         status=status,
         model=model or "",
         alias=alias or None,
         version=int(version) if version else None,
-        predictions=orjson.loads(predictions) if predictions else None,
-        probabilities=orjson.loads(proba) if proba else None,
-        error=JobError.model_construct(**failure) if failure else None,
+        predictions=predictions,
+        probabilities=probabilities,
+        error=JobError.model_construct(**error) if error else None,
         submitted_at=timestamp(submitted_at),
         started_at=timestamp(started_at),
         finished_at=timestamp(finished_at),
@@ -161,24 +160,29 @@ def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
     )
 
 
+def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
+    """A JobResult from the fields of ``RECORD_FIELDS`` (HMGET order); None when absent."""
+    (status, model, alias, version, predictions, proba, error, submitted_at, started_at,
+     finished_at, attempts, worker) = values  # fmt: skip
+    if not status:
+        return None
+    return _built(
+        job_id, status, model, alias, version,
+        orjson.loads(predictions) if predictions else None,
+        orjson.loads(proba) if proba else None,
+        orjson.loads(error) if error else None,
+        submitted_at, started_at, finished_at, attempts, worker,
+    )  # fmt: skip
+
+
 def parse_told(raw: str) -> JobResult | None:
     """The result a worker pushed onto a job's own wake-up list; None for a bare job ID there
     (what cancellation and recovery push), which the waiter then reads from the record."""
     if not raw.startswith("{"):
         return None
     told = orjson.loads(raw)
-    return _result(
-        id=told["id"],
-        status=told["status"],
-        model=told["model"],
-        alias=told["alias"] or None,
-        version=told["version"],
-        predictions=told["predictions"],
-        probabilities=told["probabilities"],
-        error=JobError.model_construct(**told["error"]) if told["error"] else None,
-        submitted_at=timestamp(told["submitted_at"]),
-        started_at=timestamp(told["started_at"]),
-        finished_at=timestamp(told["finished_at"]),
-        attempts=told["attempts"],
-        worker=told["worker"],
-    )
+    return _built(
+        told["id"], told["status"], told["model"], told["alias"], told["version"],
+        told["predictions"], told["probabilities"], told["error"], told["submitted_at"],
+        told["started_at"], told["finished_at"], told["attempts"], told["worker"],
+    )  # fmt: skip

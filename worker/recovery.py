@@ -35,13 +35,31 @@ log = logging.getLogger(__name__)
 # Seconds both queues must stay empty before queued jobs count as having lost their message.
 _QUIET = 5.0
 
+# fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells
+# its waiters (wake-up channel, reply list) and the per-minute stats.
+_FAIL = """
+local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats, stats_ttl)
+  redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error', err)
+  redis.call('EXPIRE', key, ttl or 86400)
+  redis.call('PUBLISH', done_prefix .. id, '1')
+  if reply then
+    redis.call('RPUSH', reply, id)
+    redis.call('EXPIRE', reply, reply_ttl)
+  end
+  redis.call('HINCRBY', stats, 'failed', 1)
+  redis.call('EXPIRE', stats, stats_ttl)
+end
+"""
+
 # KEYS: isolation queue, in-flight zset, dead letters, stats, queued index. ARGV: now, max
 # attempts, job key prefix, wake-up channel prefix, dead limit, reply ttl, stats ttl, 'timeout' to
 # fail now as a timeout (else count the attempt), worker_lost message, timeout message, then per
 # job: id, raw message ('' to use the record's), expected worker ('' for any). Acts only on jobs
 # still 'running' (on the expected worker), so a job that finished or was already recovered is
 # left alone. Returns one word per job.
-RECOVER = """
+RECOVER = (
+    _FAIL
+    + """
 local out = {}
 for b = 11, #ARGV, 3 do
   local id = ARGV[b]
@@ -68,21 +86,13 @@ for b = 11, #ARGV, 3 do
       else
         err = cjson.encode({code = 'worker_lost', message = ARGV[9]})
       end
+      fail(key, id, err, rec[5], rec[4], ARGV[1], ARGV[4], ARGV[6], KEYS[4], ARGV[7])
       -- The record keeps the payload (it expires with the record) for `predictq dead retry`;
       -- the dead letter keeps a bounded excerpt, so dead letters stay small.
-      redis.call('HSET', key, 'status', 'failed', 'finished_at', ARGV[1], 'error', err,
-        'payload', msg)
-      redis.call('EXPIRE', key, rec[5] or 86400)
-      redis.call('PUBLISH', ARGV[4] .. id, '1')
-      if rec[4] then
-        redis.call('RPUSH', rec[4], id)
-        redis.call('EXPIRE', rec[4], ARGV[6])
-      end
+      redis.call('HSET', key, 'payload', msg)
       redis.call('LPUSH', KEYS[3], cjson.encode({id = id, error = cjson.decode(err),
         at = tonumber(ARGV[1]), attempts = attempts, message = string.sub(msg, 1, 65536)}))
       redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
-      redis.call('HINCRBY', KEYS[4], 'failed', 1)
-      redis.call('EXPIRE', KEYS[4], ARGV[7])
       out[#out + 1] = 'failed'
     else
       redis.call('HSET', key, 'status', 'queued')
@@ -94,13 +104,16 @@ for b = 11, #ARGV, 3 do
 end
 return out
 """
+)
 
 # KEYS: queue, isolation queue, queued index, stats. ARGV: now, cutoff, job key prefix, wake-up
 # channel prefix, reply ttl, stats ttl, error JSON. When both queues are empty, a job still
 # 'queued' since before ``cutoff`` has no message left anywhere (the queue was purged, or Redis
 # lost data): a job sent alone is pushed again from its record; a job of a batch message, whose
 # record keeps no message, fails saying so. Entries of ended or expired jobs are dropped.
-REQUEUE_LOST = """
+REQUEUE_LOST = (
+    _FAIL
+    + """
 if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[2]) > 0 then return 0 end
 local n = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, 1000)) do
@@ -112,21 +125,14 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT
   else
     redis.call('ZREM', KEYS[3], id)
     if rec[1] == 'queued' then
-      redis.call('HSET', key, 'status', 'failed', 'finished_at', ARGV[1], 'error', ARGV[7])
-      redis.call('EXPIRE', key, rec[4] or 86400)
-      redis.call('PUBLISH', ARGV[4] .. id, '1')
-      if rec[3] then
-        redis.call('RPUSH', rec[3], id)
-        redis.call('EXPIRE', rec[3], ARGV[5])
-      end
-      redis.call('HINCRBY', KEYS[4], 'failed', 1)
-      redis.call('EXPIRE', KEYS[4], ARGV[6])
+      fail(key, id, ARGV[7], rec[4], rec[3], ARGV[1], ARGV[4], ARGV[5], KEYS[4], ARGV[6])
     end
   end
   n = n + 1
 end
 return n
 """
+)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -105,11 +105,7 @@ class Runtime:
             # Redis takes fractional seconds here; redis-py's annotation says int.
             timeout: Any = block
             parked = self.redis.blmove(queue, self.landing, timeout, "RIGHT", "LEFT")
-            if parked is None:
-                return None
-            first = self._parse(str(parked))
-            if len(first) <= _START_WITH_CLAIM:
-                return self._claim_started(first, limit)
+            return None if parked is None else self._after_park(str(parked), limit, isolate)
         flat = self._claim(
             keys=[queue, self.landing, keys.isolate(queue)], args=[limit, int(fresh), int(isolate)]
         )
@@ -124,6 +120,18 @@ class Runtime:
         if not started and fresh:
             self.finish([], self.landing)  # only duplicates or dead letters: clear the list
         return Claim(started, isolated=isolated, more=more)
+
+    def _after_park(self, parked: str, limit: int, isolate: bool) -> Claim | None:
+        """Start the message a blocking LMOVE parked on the claim list, and take more."""
+        first = self._parse(parked)
+        if len(first) <= _START_WITH_CLAIM:
+            return self._claim_started(first, limit)
+        # A huge stock message: the plain claim, which includes the claim list, starts it.
+        flat = self._claim(
+            keys=[self.settings.queue, self.landing, keys.isolate(self.settings.queue)],
+            args=[limit, 1, int(isolate)],
+        )
+        return self._claimed(flat, fresh=True)
 
     def _claim_started(self, first: list[Job], limit: int) -> Claim:
         """Start the jobs of the message just parked and take more, in one round trip."""
@@ -294,12 +302,7 @@ class Runtime:
         self._warn_duplicates(len(jobs), sum(written))
         if block <= 0:
             return self._claimed(claimed, fresh=True)
-        if claimed is None:
-            return None
-        first = self._parse(str(claimed))
-        if len(first) <= _START_WITH_CLAIM:
-            return self._claim_started(first, limit)
-        return self.claim(limit, 0)  # a huge stock message: started by the plain claim
+        return None if claimed is None else self._after_park(str(claimed), limit, False)
 
     def finish(self, jobs: list[Job], landing: str, *, index: bool = False) -> int:
         """Write final records once each and clear ``landing``; returns how many were written."""
