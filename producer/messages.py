@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,8 @@ from .contract import BATCH_TASK_NAME, TASK_NAME
 _ORIGIN = f"predictq@{socket.gethostname()}:{os.getpid()}"
 _EMBED = b',{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]'
 _TEMPLATE = (
-    '{"headers":{"predictq_jobs":%(jobs)d,"lang":"py","task":%(task)s,"id":%(id)s,'
+    '{"headers":{"predictq_jobs":%(jobs)d,"predictq_at":%(at).6f,"lang":"py","task":%(task)s,'
+    '"id":%(id)s,'
     '"shadow":null,"eta":null,"expires":null,"group":null,"group_index":null,"retries":0,'
     '"timelimit":[null,null],"root_id":%(id)s,"parent_id":null,"argsrepr":"()",'
     '"kwargsrepr":%(repr)s,"origin":' + json.dumps(_ORIGIN) + ',"ignore_result":true,'
@@ -44,6 +46,7 @@ def _envelope(task: str, task_id: str, body: bytes, repr_: str, jobs: int, queue
     quoted_id = json.dumps(task_id)
     return _TEMPLATE % {
         "jobs": jobs,
+        "at": time.time(),
         "task": task,
         "body": base64.b64encode(body).decode(),
         "id": quoted_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from .embedded import ensure_embedded
@@ -18,6 +20,11 @@ def resolve_url(url: str | None = None, settings: Settings | None = None) -> str
     return ensure_embedded(settings.embedded_port, settings.home / "redis")
 
 
-def connect(url: str) -> redis.Redis:
-    """A redis-py client for ``url``; passwords, ACL users and rediss:// come from the URL."""
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A redis-py client for ``url``; passwords, ACL users and rediss:// come from the URL.
+
+    ``options`` are redis-py's (``decode_responses=False`` for a client that reads bytes).
+    """
+    return redis.Redis.from_url(
+        url, **{"decode_responses": True, "health_check_interval": 30, **options}
+    )

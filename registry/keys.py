@@ -13,11 +13,21 @@
 - ``predictq:done:{id}``                      pub/sub channel published to when the job ends
 - ``predictq:reply:{client}``                 results (or IDs) of jobs a client submitted in bulk
 - ``predictq:result:{id}``                    wake-up list of a job submitted alone (expires soon)
-- ``predictq:inflight``                       zset job id -> deadline, for jobs a worker has claimed
-- ``predictq:claiming:{worker}``              a worker process's one-message landing list
+- ``predictq:inflight``                       zset job id -> deadline, for jobs that Celery's own
+                                              consumer runs (``PREDICTQ_BATCHING=false``)
+- ``predictq:claiming:{worker}``              a worker process's claim list: the messages of the
+                                              batch it holds, until their results are written
+- ``predictq:leases``                         zset worker process -> deadline (Redis time) of the
+                                              lease on its claim list, renewed while it works
+- ``predictq:busy:{worker}``                  the token of the batch a worker process holds;
+                                              ``timeout`` or ``taken`` once it was stopped or
+                                              its claim list taken over
+- ``predictq:recovering:{worker}:{token}``    a claim list one sweeper took over, until recovered
+- ``predictq:recovering``                     zset of those lists -> deadline to finish recovering
+- ``predictq:tries:{id}``                     deliveries of a job that has no record yet (expires)
+- ``predictq:consumers``                      hash worker process -> its batch consumer's state JSON
 - ``predictq:dead``                           dead letters: JSON entries (bounded)
 - ``predictq:queued``                         zset job id -> time it was (re)queued, until it starts
-- ``predictq:busy:{worker}``                  deadline of the batch a worker process is running
 - ``{queue}.isolate``                         jobs recovered from a crashed batch, run one at a time
 - ``predictq:worker:{name}``                  worker heartbeat JSON (expires)
 - ``predictq:load_failures``                  hash "{model}:{version}:{worker}" -> error JSON
@@ -33,6 +43,9 @@ LOAD_FAILURES = f"{PREFIX}:load_failures"
 INFLIGHT = f"{PREFIX}:inflight"
 DEAD = f"{PREFIX}:dead"
 QUEUED = f"{PREFIX}:queued"
+LEASES = f"{PREFIX}:leases"
+RECOVERING = f"{PREFIX}:recovering"
+CONSUMERS = f"{PREFIX}:consumers"
 DEAD_LIMIT = 10_000
 WORKER_PATTERN = f"{PREFIX}:worker:*"
 
@@ -98,6 +111,14 @@ def claiming(worker: str) -> str:
 
 def busy(worker: str) -> str:
     return f"{PREFIX}:busy:{worker}"
+
+
+def recovering(worker: str, token: str) -> str:
+    return f"{PREFIX}:recovering:{worker}:{token}"
+
+
+def tries(job_id: str) -> str:
+    return f"{PREFIX}:tries:{job_id}"
 
 
 def isolate(queue: str) -> str:

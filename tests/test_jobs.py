@@ -139,7 +139,8 @@ def test_producer_messages_decode_like_the_ones_celery_sends(redis_url) -> None:
     theirs = json.loads(redis.Redis.from_url(redis_url).rpop("predictq"))
 
     assert set(ours) == set(theirs)
-    assert set(ours["headers"]) == set(theirs["headers"]) | {"predictq_record", "predictq_jobs"}
+    extra = {"predictq_record", "predictq_jobs", "predictq_at"}
+    assert set(ours["headers"]) == set(theirs["headers"]) | extra
     assert set(ours["properties"]) == set(theirs["properties"])
     for key in ("task", "id", "root_id", "retries", "timelimit"):
         assert ours["headers"][key] == theirs["headers"][key]

@@ -32,6 +32,9 @@ def celery_config(broker_url: str, settings: Settings) -> dict[str, Any]:
         # Lets a promotion recycle pool processes so they share the new version (lifecycle).
         "worker_pool_restarts": True,
         "broker_connection_retry_on_startup": True,
+        # An error reply (a full Redis refusing a write, UNBLOCKED after a failover) makes
+        # Celery's consumer reconnect instead of stopping the whole node.
+        "broker_channel_error_retry": True,
         # Redelivery of unacknowledged tasks, and the hard limit of the one-task-per-job path,
         # follow the same settings as the batch path (visibility timeout > time limit).
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,11 +150,19 @@ def configure_sklearn() -> None:
     sklearn.set_config(assume_finite=True)
 
 
-def run_batch(jobs: list[Job], cache: ModelCache, *, max_rows: int, batch_rows: int) -> None:
+def run_batch(
+    jobs: list[Job],
+    cache: ModelCache,
+    *,
+    max_rows: int,
+    batch_rows: int,
+    timing: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> None:
     """Predict every runnable job, one call per model version and chunk of ``batch_rows``.
 
     A job that fails validation fails alone; if a whole call raises, its jobs are retried one
-    by one so that only the job that breaks the model fails.
+    by one so that only the job that breaks the model fails. ``timing`` wraps every predict
+    call: the time limit covers those, never a model load or a wait for Redis.
     """
     groups: dict[tuple[str, int], tuple[LoadedModel, list[Job]]] = {}
     models = _Models(cache)
@@ -166,14 +174,16 @@ def run_batch(jobs: list[Job], cache: ModelCache, *, max_rows: int, batch_rows: 
     for loaded, members in groups.values():
         for chunk in _chunks(members, batch_rows):
             try:
-                _predict(loaded, chunk)
+                with timing():
+                    _predict(loaded, chunk)
             except Exception:
                 if len(chunk) == 1:
                     _fail_internal(chunk[0])
                     continue
                 for job in chunk:
                     try:
-                        _predict(loaded, [job])
+                        with timing():
+                            _predict(loaded, [job])
                     except Exception:
                         _fail_internal(job)
 

@@ -13,18 +13,24 @@ from registry import Settings, keys
 from . import ledger
 
 # KEYS: queue, dead letters, queued index. ARGV: now, job key prefix, the entry as stored, id,
-# message. Takes the entry off the dead-letter list and queues its job afresh (attempts reset).
-# Returns 'retried', 'gone' (someone else took the entry) or 'expired' (no record left).
+# message. Takes the entry off the dead-letter list and queues its failed job afresh (attempts
+# reset, the message stamped with the time it was queued again). Returns 'retried', 'gone'
+# (someone else took the entry), 'expired' (no record left) or the job's status when it is not
+# 'failed' (a job that ran again meanwhile keeps its result).
 RETRY = """
-if redis.call('LREM', KEYS[2], 1, ARGV[3]) == 0 then return 'gone' end
 local key = ARGV[2] .. ARGV[4]
-if redis.call('EXISTS', key) == 0 then return 'expired' end
+local st = redis.call('HGET', key, 'status')
+if st and st ~= 'failed' then return st end
+if redis.call('LREM', KEYS[2], 1, ARGV[3]) == 0 then return 'gone' end
+if not st then return 'expired' end
 -- The record's payload is whole; the dead letter's may be an excerpt.
 local msg = redis.call('HGET', key, 'payload')
 if not msg or msg == '' then msg = ARGV[5] end
+msg = string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. ARGV[1], 1)
 redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', msg,
   'started_at', '', 'finished_at', '', 'submitted_at', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+redis.call('DEL', KEYS[4])
 redis.call('LPUSH', KEYS[1], msg)
 return 'retried'
 """
@@ -49,7 +55,7 @@ def retry_dead(client: redis.Redis, settings: Settings, job_ids: set[str] | None
             continue
         outcomes[job_id] = str(
             script(
-                keys=[settings.queue, keys.DEAD, keys.QUEUED],
+                keys=[settings.queue, keys.DEAD, keys.QUEUED, keys.tries(job_id)],
                 args=[f"{time.time():.6f}", ledger.JOB_PREFIX, raw, job_id, message],
             )
         )

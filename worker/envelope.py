@@ -14,6 +14,10 @@ from producer.messages import task_message
 from registry import InvalidInput
 
 _JSON = "application/json"
+# Most jobs one batch message may carry: predictq's own producers send 128, and a message must
+# stay small enough to parse, start and recover in one go (each job becomes a message of its own
+# when it is recovered).
+MAX_BATCH_JOBS = 1024
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,11 @@ def batch_jobs(kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
     jobs = kwargs.pop("jobs", None)
     if not isinstance(jobs, list) or not jobs:
         raise InvalidInput(f"{BATCH_TASK_NAME} needs jobs: a non-empty list of {{id, rows}}")
+    if len(jobs) > MAX_BATCH_JOBS:
+        raise InvalidInput(
+            f"{BATCH_TASK_NAME} carries {len(jobs)} jobs, more than {MAX_BATCH_JOBS}: "
+            "split them over several messages"
+        )
     out = []
     for i, job in enumerate(jobs):
         job_id = job.get("id") if isinstance(job, dict) else None

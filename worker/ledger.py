@@ -1,9 +1,21 @@
 """The worker's side of the job ledger: claim a batch, mark it running, finish it.
 
 Each script is atomic and costs one round trip for a whole batch. Work that does not depend on
-the job (the in-flight index, stats, reply lists) is done once per batch, not once per job:
-Redis time per job is what bounds throughput. A final status is never overwritten, which is
-what makes redelivered jobs harmless under at-least-once delivery.
+the job (leases, stats, reply lists) is done once per batch, not once per job: Redis time per job
+is what bounds throughput. A final status is never overwritten, which is what makes redelivered
+jobs harmless under at-least-once delivery.
+
+A pool process holds one batch at a time. Its messages sit on the process's claim list from the
+moment they leave the queue until their results are written, under a lease: a token (the
+``busy`` key) and a deadline in ``predictq:leases`` that the process renews while it works. A
+batch always starts from the whole claim list, so that nothing left there by an error is ever
+skipped; messages parked later go on its left, and FINISH removes only the batch's own messages,
+from the right, and only while the process still holds the lease. Whatever else happens, a
+sweeper takes a claim list over once its process is gone or its lease ran out.
+
+Every script that a full Redis must not stop is flagged ``allow-oom`` (Redis >= 7): claiming,
+starting and finishing free queue memory or change records in place, so under ``noeviction`` a
+full Redis drains itself instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -11,73 +23,166 @@ from __future__ import annotations
 from producer import records as rec
 from registry import keys
 
+# The lease on a claim list lasts this long past its last renewal, and a working process renews
+# it this often: a process (or a whole node) that dies has its batch recovered within about
+# LEASE_SECONDS plus a sweep.
+LEASE_SECONDS = 10.0
+RENEW_EVERY = 2.0
+# The busy key outlives its lease by far: it is deleted by FINISH or a takeover, and only needs a
+# TTL so that a lost one cannot stay behind for good.
+BUSY_TTL = 24 * 3600
+
+ALLOW_OOM = "#!lua flags=allow-oom\n"
+
 _FINAL = "st == 'succeeded' or st == 'failed' or st == 'cancelled'"
-# KEYS: queue, this process's claim list, isolation queue. ARGV: most jobs, '1' to include the
-# claim list, '1' to look at the isolation queue first. Moves messages onto the claim list and
-# returns two flags, then the messages: '1' if they are one message from the isolation queue, to
-# run alone (what a blocking LMOVE parked goes back to the head of the queue), and '1' if the
-# queue has more. Otherwise returns what it took (with what was parked, when asked). A batch
-# message counts as the jobs it carries, read from its first header. Until the batch is finished
-# the messages live on that list, so a process that dies mid-batch leaves them where the sweeper
-# finds them, never only in its memory.
-# weight(): the jobs a message carries, from its first header. take(): moves messages from the
-# queue onto the claim list, appending them to ``out``, until they carry ``limit`` jobs (past
-# ``total`` already taken); pops as many at once as the next message's weight allows.
-_WEIGHT = """
+
+# now(): Redis's own clock, so that leases mean the same on every host. utf8(): whether a queue
+# element is UTF-8 text (anything else cannot be a JSON message, and would break every client that
+# reads it as text); pure ASCII, the usual case, is one C-speed scan. dead(): keep a refused
+# element in the dead letters, as a bounded excerpt with its bytes made printable.
+# weight(): the jobs a message carries, from its first header.
+COMMON = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function utf8(s)
+  local i = 1
+  local n = #s
+  while true do
+    i = string.find(s, '[\\128-\\255]', i)
+    if not i then return true end
+    local c = string.byte(s, i)
+    local len = 0
+    if c >= 194 and c <= 223 then len = 2
+    elseif c >= 224 and c <= 239 then len = 3
+    elseif c >= 240 and c <= 244 then len = 4
+    else return false end
+    if i + len - 1 > n then return false end
+    for k = i + 1, i + len - 1 do
+      local cc = string.byte(s, k)
+      if cc < 128 or cc > 191 then return false end
+    end
+    local c2 = string.byte(s, i + 1)
+    if (c == 224 and c2 < 160) or (c == 237 and c2 > 159) or (c == 240 and c2 < 144)
+        or (c == 244 and c2 > 143) then
+      return false
+    end
+    i = i + len
+  end
+end
+local function dead(dead_key, limit, raw, message)
+  local excerpt = string.gsub(string.sub(raw, 1, 4096), '[\\128-\\255]', '?')
+  redis.call('LPUSH', dead_key, cjson.encode({id = cjson.null, at = now(), message = excerpt,
+    error = {code = 'invalid_input', message = message}}))
+  redis.call('LTRIM', dead_key, 0, tonumber(limit) - 1)
+end
 local function weight(raw)
   return tonumber(string.match(raw, '^{"headers":{"predictq_jobs":(%d+)')) or 1
 end
-local function take(queue, claim_list, limit, total, out)
+"""
+
+_NOT_TEXT = "the queue element is not UTF-8 text, so it cannot be a JSON Celery message"
+
+# take(): moves messages from the queue onto the claim list, appending them to ``out``, until
+# they carry ``limit`` jobs (past ``total`` already held). Each message is weighed on its own, and
+# one that would pass the limit stays queued unless the batch is still empty: mixing lone jobs
+# with batch messages never makes one claim take many times its share. lease(): the batch's token
+# and deadline.
+_TAKE = f"""
+local function take(queue, claim_list, limit, total, out, dead_key, dead_limit)
   while total < limit do
     local nxt = redis.call('LINDEX', queue, -1)
-    if not nxt then return end
-    local popped = redis.call('RPOP', queue, math.max(1, math.floor((limit - total) / weight(nxt))))
-    sliced('LPUSH', claim_list, popped)
-    for _, raw in ipairs(popped) do
-      out[#out + 1] = raw
-      total = total + weight(raw)
+    if not nxt then return total end
+    local w = weight(nxt)
+    if total > 0 and total + w > limit then return total end
+    if utf8(nxt) then
+      redis.call('LMOVE', queue, claim_list, 'RIGHT', 'LEFT')
+      out[#out + 1] = nxt
+      total = total + w
+    else
+      redis.call('RPOP', queue)
+      dead(dead_key, dead_limit, nxt, '{_NOT_TEXT}')
     end
   end
+  return total
+end
+local function lease(busy_key, leases_key, token, seconds, worker)
+  redis.call('SET', busy_key, token, 'EX', {BUSY_TTL})
+  redis.call('ZADD', leases_key, now() + tonumber(seconds), worker)
 end
 """
+
+# KEYS: queue, this process's claim list, isolation queue, busy key, leases, dead letters.
+# ARGV: most jobs, '1' to start a batch (it then includes whatever the claim list holds), '1' to
+# look at the isolation queue first, the batch token, lease seconds, worker, dead-letter limit.
+# Moves messages onto the claim list and returns two flags, then the messages: '1' if they are one
+# message from the isolation queue, to run alone (what the claim list held goes back to the head
+# of the queue), and '1' if the queue has more. Until the batch is finished its messages live on
+# that list, so a process that dies mid-batch leaves them where the sweeper finds them.
 CLAIM = (
-    rec.SLICED
-    + _WEIGHT
-    + """
+    ALLOW_OOM
+    + rec.SLICED
+    + COMMON
+    + _TAKE
+    + f"""
+local out = {{'0', '0'}}
 if ARGV[3] == '1' and redis.call('LLEN', KEYS[3]) > 0 then
   while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do end
-  return {'1', '1', redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')}
+  while true do
+    local nxt = redis.call('LINDEX', KEYS[3], -1)
+    if not nxt then break end
+    if utf8(nxt) then
+      redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+      lease(KEYS[4], KEYS[5], ARGV[4], ARGV[5], ARGV[6])
+      return {{'1', '1', nxt}}
+    end
+    redis.call('RPOP', KEYS[3])
+    dead(KEYS[6], ARGV[7], nxt, '{_NOT_TEXT}')
+  end
 end
-local out = {'0', '0'}
 local total = 0
 if ARGV[2] == '1' then
   for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    out[#out + 1] = raw
-    total = total + weight(raw)
+    if utf8(raw) then
+      out[#out + 1] = raw
+      total = total + weight(raw)
+    else
+      redis.call('LREM', KEYS[2], 1, raw)
+      dead(KEYS[6], ARGV[7], raw, '{_NOT_TEXT}')
+    end
   end
 end
-take(KEYS[1], KEYS[2], tonumber(ARGV[1]), total, out)
+take(KEYS[1], KEYS[2], tonumber(ARGV[1]), total, out, KEYS[6], ARGV[7])
+if #out > 2 then
+  lease(KEYS[4], KEYS[5], ARGV[4], ARGV[5], ARGV[6])
+elseif ARGV[2] == '1' then
+  -- A batch that starts empty: the process holds nothing, so it has no lease either.
+  redis.call('DEL', KEYS[4])
+  redis.call('ZREM', KEYS[5], ARGV[6])
+end
 if redis.call('LLEN', KEYS[1]) > 0 then out[2] = '1' end
 return out
 """
 )
 
-# KEYS: in-flight zset, queued index, busy marker. ARGV: now, worker, deadline, default ttl, job
-# key prefix, batch deadline, '1' to index the jobs in flight, then per job: id, and '' when the
-# producer wrote its record at submission, or else '1' and the record's fields: model, alias,
-# pinned version or '', probabilities, ttl, raw message. Marks each job running (writing the
-# record of a job sent by a stock Celery client, which has none yet), counts the attempt, indexes
-# it in flight until ``deadline`` when asked (the batch consumer's claim list and busy marker
-# already say where its jobs are and until when) and resolves its alias (once per alias per
-# batch). Returns 5 values per job: status before ('new' if no record, 'expired' if its record
-# expired while it was queued), attempts, alias version, submitted_at, reply list.
+# KEYS: in-flight zset, queued index. ARGV: now, worker, deadline, default ttl, job key prefix,
+# '1' to index the jobs in flight, then per job: id, and '' when the producer wrote its record at
+# submission, or else '1' and the record's fields: model, alias, pinned version or '',
+# probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
+# stock Celery client, which has none yet), counts the attempt, indexes it in flight until
+# ``deadline`` when asked (a claim list's lease already covers the batch consumer's jobs) and
+# resolves its alias (once per alias per batch). A job this very process already runs (its claim
+# list was read again after an error) counts no new attempt. Returns 5 values per job: status
+# before ('new' if no record, 'expired' if its record expired while it was queued), attempts,
+# alias version, submitted_at, reply list.
 _START_FN = f"""
-local function start(A, inflight_key, queued_key, busy_key)
+local function start(A, inflight_key, queued_key)
   local out = {{}}
   local inflight = {{}}
   local resolved = {{}}
   local started = {{}}
-  local b = 8
+  local b = 7
   while b <= #A do
     local id = A[b]
     local f = b + 2
@@ -86,7 +191,7 @@ local function start(A, inflight_key, queued_key, busy_key)
     local key = A[5] .. id
     started[#started + 1] = id
     local rec = redis.call('HMGET', key, 'status', 'model', 'alias', 'version', 'attempts',
-      'submitted_at', 'reply')
+      'submitted_at', 'reply', 'worker')
     local st = rec[1]
     if {_FINAL} then
       out[#out + 1] = st; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
@@ -96,14 +201,15 @@ local function start(A, inflight_key, queued_key, busy_key)
       out[#out + 1] = false
     else
       if not st then
-        rec = {{false, A[f], A[f + 1], A[f + 2], 0, A[1], false}}
+        rec = {{false, A[f], A[f + 1], A[f + 2], 0, A[1], false, false}}
         local ttl = A[f + 4] ~= '' and A[f + 4] or A[4]
         redis.call('HSET', key, 'model', rec[2], 'alias', rec[3], 'version', rec[4],
           'probabilities', A[f + 3], 'ttl', ttl, 'submitted_at', A[1],
           'payload', A[f + 5])
         redis.call('EXPIRE', key, ttl)
       end
-      local attempts = (tonumber(rec[5]) or 0) + 1
+      local attempts = tonumber(rec[5]) or 0
+      if not (st == 'running' and rec[8] == A[2]) then attempts = attempts + 1 end
       redis.call('HSET', key, 'status', 'running', 'started_at', A[1], 'worker', A[2],
         'attempts', attempts)
       inflight[#inflight + 1] = A[3]; inflight[#inflight + 1] = id
@@ -121,33 +227,39 @@ local function start(A, inflight_key, queued_key, busy_key)
       out[#out + 1] = rec[6]; out[#out + 1] = rec[7]
     end
   end
-  if A[7] == '1' then sliced('ZADD', inflight_key, inflight) end
+  if A[6] == '1' then sliced('ZADD', inflight_key, inflight) end
   sliced('ZREM', queued_key, started)
-  if #inflight > 0 then
-    redis.call('SET', busy_key, A[6], 'EX', math.ceil(A[6] - A[1]) + 60)
-  end
   return out
 end
 """
 
-START = rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2], KEYS[3])\n"
+START = ALLOW_OOM + rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2])\n"
 
-# KEYS: queue, this process's claim list, isolation queue, then START's. ARGV: most jobs more,
-# then START's ARGV for the jobs of the message a blocking LMOVE just parked on the claim list.
-# Starts those jobs and takes more messages onto the list (as CLAIM does, without the isolation
-# queue) in one round trip: a lone job costs the worker three round trips, not four. Returns
-# '1' if either queue has more, the number n of messages taken, the n messages, then what START
-# returns for the parked jobs.
+# KEYS: queue, this process's claim list, isolation queue, in-flight zset, queued index, busy key,
+# leases, dead letters. ARGV: most jobs, jobs the parked message holds, the batch token, lease
+# seconds, worker, dead-letter limit, then START's ARGV for the jobs of the message a blocking
+# LMOVE just parked on the claim list. Starts those jobs and takes more messages onto the list (as
+# CLAIM does, without the isolation queue) in one round trip. Returns '1' if either queue has more,
+# the number n of messages taken, the n messages, then what START returns for the parked jobs. When
+# the claim list holds more than the parked message (left there by an error, or parked twice by a
+# retried command), it does nothing and returns 'stale': the caller then claims the whole list.
 CLAIM_START = (
-    rec.SLICED
-    + _WEIGHT
+    ALLOW_OOM
+    + rec.SLICED
+    + COMMON
+    + _TAKE
     + _START_FN
     + """
+if redis.call('LLEN', KEYS[2]) ~= 1 then return {'stale'} end
 local taken = {}
-take(KEYS[1], KEYS[2], tonumber(ARGV[1]), 0, taken)
+take(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), taken, KEYS[8], ARGV[6])
 local more = '0'
 if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then more = '1' end
-local started = start({unpack(ARGV, 2)}, KEYS[4], KEYS[5], KEYS[6])
+lease(KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
+-- A loop, not unpack(): a message of thousands of jobs has more arguments than Lua's stack.
+local A = {}
+for i = 7, #ARGV do A[#A + 1] = ARGV[i] end
+local started = start(A, KEYS[4], KEYS[5])
 local out = {more, #taken}
 for _, raw in ipairs(taken) do out[#out + 1] = raw end
 for _, v in ipairs(started) do out[#out + 1] = v end
@@ -155,20 +267,23 @@ return out
 """
 )
 
-# KEYS: in-flight zset, stats, claim list, busy marker. ARGV: now, default ttl, reply ttl, stats
-# ttl, job key prefix, wake-up channel prefix, reply limit, '1' to leave the in-flight index,
-# wake-up list prefix, its ttl, then per job: id, status, version, predictions, probabilities,
-# error, the result's JSON for its reply list (or ''). Writes each final record once (a job
-# that is already final keeps its result), wakes its waiters, leaves the in-flight index and
-# empties the claim list. Returns 1/0 per job (0: a duplicate that wrote nothing).
+# KEYS: in-flight zset, stats, claim list, busy key, leases. ARGV: now, default ttl, reply ttl,
+# stats ttl, job key prefix, wake-up channel prefix, reply limit, '1' to leave the in-flight
+# index, wake-up list prefix, its ttl, the batch token ('' for none), how many messages the batch
+# holds, worker, then per job: id, status, version, predictions, probabilities, error, the
+# result's JSON for its reply list (or ''). Writes each final record once (a job that is already
+# final keeps its result), wakes its waiters and leaves the in-flight index. Then, while the
+# process still holds the lease, it takes the batch's messages (the oldest, rightmost ones) off
+# the claim list and drops the lease. Returns 1/0 per job (0: a duplicate that wrote nothing).
 FINISH = (
-    rec.SLICED
+    ALLOW_OOM
+    + rec.SLICED
     + f"""
 local out = {{}}
 local counts = {{}}
 local replies = {{}}
 local ids = {{}}
-for b = 11, #ARGV, 7 do
+for b = 14, #ARGV, 7 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
   ids[#ids + 1] = id
@@ -212,10 +327,33 @@ end
 for status, n in pairs(counts) do redis.call('HINCRBY', KEYS[2], status, n) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 if ARGV[8] == '1' then sliced('ZREM', KEYS[1], ids) end
-redis.call('DEL', KEYS[3], KEYS[4])
+if ARGV[11] ~= '' and redis.call('GET', KEYS[4]) == ARGV[11] then
+  local n = tonumber(ARGV[12])
+  if n > 0 then redis.call('LTRIM', KEYS[3], 0, -(n + 1)) end
+  redis.call('DEL', KEYS[4])
+  redis.call('ZREM', KEYS[5], ARGV[13])
+end
 return out
 """
 )
+
+# KEYS: busy key, leases. ARGV: the batch token, lease seconds, worker. Extends the lease while
+# the process still holds it; returns 1, or 0 when it no longer does.
+RENEW = (
+    ALLOW_OOM
+    + COMMON
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], now() + tonumber(ARGV[2]), ARGV[3])
+return 1
+"""
+)
+
+# KEYS: the key. ARGV: value, seconds. A SET that a full Redis still takes: heartbeats and
+# consumer reports are what keep live workers from being taken for dead while Redis drains.
+SET_EX = ALLOW_OOM + "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\nreturn 1\n"
+# KEYS: the hash. ARGV: field, value. The same for a hash field.
+HSET = ALLOW_OOM + "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
 
 JOB_PREFIX = keys.job("")
 DONE_PREFIX = keys.done("")

@@ -1,5 +1,10 @@
 """Worker lifecycle hooks: load models before the fork, follow promotions, start the batch
-consumer in each pool process, send heartbeats, and stop cleanly."""
+consumer and its watchdog in each pool process, send heartbeats, sweep, and stop cleanly.
+
+The node's own services (heartbeat, sweeper, promotion listener) start as a boot step right
+after the pool, before Celery's consumer: that consumer may spend a while retrying (a full Redis
+refuses the writes it makes at start-up), and the pool must drain the queue meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +15,31 @@ import multiprocessing
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
-from celery import signals
+from celery import bootsteps, signals
 
 from registry import get_settings, keys
 
+from . import ledger
+from .app import celery_app
 from .batching import configure_sklearn
-from .consumer import BatchConsumer
+from .consumer import BatchConsumer, Throttled
 from .recovery import Sweeper
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-_HEARTBEAT_EVERY = 5.0
-_HEARTBEAT_TTL = 15
+# A node whose heartbeat is gone has its pool processes' claim lists taken over: beat often
+# enough that a dead node is noticed within seconds, with room for a few missed beats.
+_HEARTBEAT_EVERY = 2.0
+_HEARTBEAT_TTL = 10
 
 _state: dict[str, Any] = {
     "runtime": None, "url": None, "consumer": None, "listener": None, "sweeper": None,
     "pool": None, "parent_pid": None, "generation": None,
 }  # fmt: skip
-# Eviction policies under which Redis may drop queue or job keys when memory runs out.
-_UNSAFE_EVICTION = {"allkeys-lru", "allkeys-lfu", "allkeys-random"}
 
 
 def install(url: str) -> None:
@@ -119,10 +126,13 @@ def _warn_on_eviction(rt: Runtime) -> None:
         policy = rt.redis.config_get("maxmemory-policy").get("maxmemory-policy", "")
     except redis.ResponseError:
         return  # managed Redis services often refuse CONFIG; nothing to check then
-    if policy in _UNSAFE_EVICTION:
+    # Every other policy evicts something predictq needs: allkeys-* the queue itself, and
+    # volatile-* exactly the job records, leases and heartbeats, which all carry TTLs.
+    if policy and policy != "noeviction":
         log.warning(
-            "Redis maxmemory-policy is %s: under memory pressure Redis may evict queued jobs "
-            "and job records. Set it to noeviction (or volatile-*) for predictq.",
+            "Redis maxmemory-policy is %s: under memory pressure Redis may evict queued jobs, "
+            "job records or worker leases, and jobs would be lost. Set it to noeviction: a full "
+            "Redis then refuses new jobs and drains the queue.",
             policy,
         )
 
@@ -137,6 +147,7 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     if not child:
         _start_listener(rt)  # solo pool: this is the main process
     if get_settings().batching:
+        rt.start_watchdog()
         consumer = _state["consumer"] = BatchConsumer(rt, _state["generation"] if child else None)
         consumer.start()
 
@@ -149,35 +160,55 @@ def _stop_consumer(**_: Any) -> None:
         consumer.stop()
 
 
-@signals.worker_ready.connect  # type: ignore[untyped-decorator]
-def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    hostname = getattr(sender, "hostname", None) or "worker"
-    pool = getattr(getattr(sender, "controller", None), "pool", None)
-    # Only a prefork pool has processes to recycle; a solo pool is this very process.
-    _state["pool"] = (
-        pool if getattr(pool, "_pool", None) is not None and _is_prefork(pool) else None
-    )
-    rt = runtime()
-    _start_listener(rt)
-    info = {
-        "hostname": hostname,
-        "pid": os.getpid(),
-        "concurrency": getattr(getattr(sender, "controller", None), "concurrency", None),
-        "started_at": time.time(),
-    }
+class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Heartbeat, promotion listener and sweeper, started right after the pool."""
 
-    def beat() -> None:
-        while True:
-            try:
-                info["serving"] = {f"{m}:{a}": v for (m, a), v in rt.cache.serving().items()}
-                rt.redis.set(keys.worker(hostname), json.dumps(info), ex=_HEARTBEAT_TTL)
-            except redis.RedisError as e:
-                log.warning("heartbeat failed: %s", e)
-            time.sleep(_HEARTBEAT_EVERY)
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 
-    threading.Thread(target=beat, daemon=True).start()
-    sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname)
-    sweeper.start()
+    def start(self, worker: Any) -> None:
+        hostname = getattr(worker, "hostname", None) or "worker"
+        pool = getattr(worker, "pool", None)
+        # Only a prefork pool has processes to recycle; a solo pool is this very process.
+        _state["pool"] = (
+            pool if getattr(pool, "_pool", None) is not None and _is_prefork(pool) else None
+        )
+        rt = runtime()
+        _start_listener(rt)
+        sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname, _pool_pids)
+        info: dict[str, Any] = {
+            "hostname": hostname,
+            "pid": os.getpid(),
+            "concurrency": getattr(worker, "concurrency", None),
+            "started_at": time.time(),
+        }
+        beat = rt.redis.register_script(ledger.SET_EX)
+        throttled = Throttled(log)
+
+        def heartbeat() -> None:
+            while True:
+                try:
+                    info["serving"] = {f"{m}:{a}": v for (m, a), v in rt.cache.serving().items()}
+                    info["replaced"] = sweeper.replaced
+                    # A script flagged allow-oom: a full Redis must not make live nodes look
+                    # dead, or their batches would be taken over and run twice.
+                    beat(keys=[keys.worker(hostname)], args=[json.dumps(info), _HEARTBEAT_TTL])
+                except redis.RedisError as e:
+                    throttled.warning("heartbeat", "heartbeat failed: %s", e)
+                time.sleep(_HEARTBEAT_EVERY)
+
+        threading.Thread(target=heartbeat, name="predictq-heartbeat", daemon=True).start()
+        sweeper.start()
+
+
+celery_app.steps["worker"].add(NodeServices)
+
+
+def _pool_pids() -> list[int] | None:
+    """The pids of this node's prefork pool processes; None when they cannot be told."""
+    processes = getattr(getattr(_state["pool"], "_pool", None), "_pool", None)
+    if processes is None:
+        return None
+    return [p.pid for p in list(processes) if p.pid is not None]
 
 
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -19,17 +20,37 @@ from producer import BATCH_TASK_NAME, TASK_NAME, JobRequest
 from producer import records as rec
 from producer.messages import task_message
 from registry import InvalidInput, PredictqError, Registry, Settings, WorkerLost, keys
+from registry.connection import connect
 from registry.names import check_name
 
 from . import envelope, ledger
 from .batching import Job, run_batch
 from .model_cache import ModelCache
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-# A parked message of at most this many jobs starts inside the claim script (its arguments are
-# copied into a Lua table there, which has to stay small).
-_START_WITH_CLAIM = 1000
+# KEYS: dead letters. ARGV: entry, limit. Under a full Redis too: a refused message must leave
+# the claim list, or it would be read again and again.
+_DEAD = (
+    ledger.ALLOW_OOM
+    + """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+)
+# How much of a refused message a dead letter keeps: enough to see what it was.
+DEAD_EXCERPT = 4096
+
+
+def _new_token() -> str:
+    return os.urandom(8).hex()
+
+
+def _text(value: Any) -> Any:
+    """A reply value from the bytes client as text (queue elements were checked to be UTF-8)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @functools.lru_cache(maxsize=4096)
@@ -65,28 +86,59 @@ class Claim:
 
 
 class Runtime:
-    """What one worker process holds: its Redis client, model cache and ledger scripts."""
+    """What one worker process holds: its Redis clients, model cache and ledger scripts."""
 
     def __init__(self, url: str, settings: Settings, hostname: str | None = None) -> None:
         self.settings = settings
         self.registry = Registry(url, settings=settings)
         self.redis: redis.Redis = self.registry.redis
+        # Queue elements are read as bytes: one that is not UTF-8 must not break the reply it
+        # arrives in (the claim script dead-letters it; a blocking move hands it over as is).
+        self.raw: redis.Redis = connect(self.registry.url, decode_responses=False)
         self.worker = f"{hostname or socket.gethostname()}:{os.getpid()}"
         self.cache = ModelCache(self.registry, self.worker, settings.model_cache_size)
-        self._claim = self.redis.register_script(ledger.CLAIM)
+        self.watchdog: Watchdog | None = None
+        # The batch this process holds: its lease token, and how many messages of the claim
+        # list are its own (FINISH takes off exactly those).
+        self._token = ""
+        self._held = 0
+        self._claim = self.raw.register_script(ledger.CLAIM)
         self._start = self.redis.register_script(ledger.START)
-        self._claim_start = self.redis.register_script(ledger.CLAIM_START)
+        self._claim_start = self.raw.register_script(ledger.CLAIM_START)
         self._finish = self.redis.register_script(ledger.FINISH)
+        self._dead = self.redis.register_script(_DEAD)
 
     def rename(self, hostname: str) -> None:
         """Name results after the Celery node and this (possibly forked) process."""
         self.worker = f"{hostname}:{os.getpid()}"
         self.cache.worker = self.worker
 
+    def start_watchdog(self) -> Watchdog:
+        """Start this process's time limit and lease keeper (batch consumer processes)."""
+        self.watchdog = Watchdog(self.registry.url, self.settings, self.worker)
+        self.watchdog.start()
+        return self.watchdog
+
     @property
     def landing(self) -> str:
         """This process's claim list."""
         return keys.claiming(self.worker)
+
+    def _timing(self) -> contextlib.AbstractContextManager[Any]:
+        return self.watchdog.timing() if self.watchdog else contextlib.nullcontext()
+
+    def _hold(self, token: str, messages: int, *, fresh: bool) -> None:
+        if fresh:
+            self._token, self._held = token, messages
+        else:
+            self._held += messages
+        if self.watchdog is not None:
+            self.watchdog.hold(self._token)
+
+    def _release(self) -> None:
+        self._token, self._held = "", 0
+        if self.watchdog is not None:
+            self.watchdog.release()
 
     # -- claiming and starting -------------------------------------------------------------
 
@@ -98,57 +150,71 @@ class Runtime:
         ``block``: seconds to wait for the first message. ``isolate``: take one message from
         the isolation queue instead, when it has one. Messages move atomically from the queue
         onto this process's claim list, where they stay until ``finish`` has written their
-        results. ``fresh`` starts a batch; a claim that tops up the batch in hand passes False.
+        results. ``fresh`` starts a batch, from whatever the claim list already holds; a claim
+        that tops up the batch in hand passes False.
         """
-        queue = self.settings.queue
         if block > 0:
             # Redis takes fractional seconds here; redis-py's annotation says int.
             timeout: Any = block
-            parked = self.redis.blmove(queue, self.landing, timeout, "RIGHT", "LEFT")
-            return None if parked is None else self._after_park(str(parked), limit, isolate)
-        flat = self._claim(
-            keys=[queue, self.landing, keys.isolate(queue)], args=[limit, int(fresh), int(isolate)]
-        )
-        return self._claimed(flat, fresh=fresh)
+            parked: Any = self.raw.blmove(self.settings.queue, self.landing, timeout, "RIGHT",
+                                          "LEFT")  # fmt: skip
+            return None if parked is None else self._after_park(parked, limit)
+        token = _new_token() if fresh else self._token
+        flat = self._claim(keys=self._claim_keys(), args=self._claim_args(limit, fresh, isolate,
+                                                                           token))  # fmt: skip
+        return self._claimed(flat, fresh=fresh, token=token)
 
-    def _claimed(self, flat: list[Any], *, fresh: bool) -> Claim | None:
+    def _claim_keys(self) -> list[str]:
+        queue = self.settings.queue
+        return [queue, self.landing, keys.isolate(queue), keys.busy(self.worker), keys.LEASES,
+                keys.DEAD]  # fmt: skip
+
+    def _claim_args(self, limit: int, fresh: bool, isolate: bool, token: str) -> list[Any]:
+        return [limit, int(fresh), int(isolate), token, ledger.LEASE_SECONDS, self.worker,
+                keys.DEAD_LIMIT]  # fmt: skip
+
+    def _claimed(self, flat: list[Any], *, fresh: bool, token: str) -> Claim | None:
         """Parse and start what the CLAIM script returned."""
-        isolated, more, raws = flat[0] == "1", flat[1] == "1", flat[2:]
+        isolated, more = flat[0] == b"1", flat[1] == b"1"
+        raws = [_text(raw) for raw in flat[2:]]
         if not raws:
+            if fresh:
+                self._release()  # the script dropped the lease of an empty claim list
             return None
+        self._hold(token, len(raws), fresh=fresh)
         started = self.start([job for raw in raws for job in self._parse(raw)])
         if not started and fresh:
-            self.finish([], self.landing)  # only duplicates or dead letters: clear the list
+            self.finish([])  # only duplicates or dead letters: clear them off the list
         return Claim(started, isolated=isolated, more=more)
 
-    def _after_park(self, parked: str, limit: int, isolate: bool) -> Claim | None:
-        """Start the message a blocking LMOVE parked on the claim list, and take more."""
-        first = self._parse(parked)
-        if len(first) <= _START_WITH_CLAIM:
-            return self._claim_started(first, limit)
-        # A huge stock message: the plain claim, which includes the claim list, starts it.
-        flat = self._claim(
-            keys=[self.settings.queue, self.landing, keys.isolate(self.settings.queue)],
-            args=[limit, 1, int(isolate)],
-        )
-        return self._claimed(flat, fresh=True)
-
-    def _claim_started(self, first: list[Job], limit: int) -> Claim:
-        """Start the jobs of the message just parked and take more, in one round trip."""
+    def _after_park(self, parked: bytes, limit: int) -> Claim | None:
+        """Start the message a blocking LMOVE parked on the claim list, and take more, in one
+        round trip; when the list holds anything else, claim the whole list instead."""
+        try:
+            text = parked.decode()
+        except UnicodeDecodeError:
+            return self.claim(limit, 0)  # the claim script dead-letters what is not text
+        first = self._parse(text)
+        token = _new_token()
         argv = self._start_argv(first, index=False)
+        queue = self.settings.queue
         flat = self._claim_start(
-            keys=[self.settings.queue, self.landing, keys.isolate(self.settings.queue),
-                  keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)],
-            args=[max(0, limit - len(first)), *argv],
+            keys=[queue, self.landing, keys.isolate(queue), keys.INFLIGHT, keys.QUEUED,
+                  keys.busy(self.worker), keys.LEASES, keys.DEAD],
+            args=[limit, len(first), token, ledger.LEASE_SECONDS, self.worker, keys.DEAD_LIMIT,
+                  *argv],
         )  # fmt: skip
+        if flat[0] == b"stale":
+            return self.claim(limit, 0)
         taken = int(flat[1])
-        started = self._started(first, flat[2 + taken :], argv[0])
-        more = [job for raw in flat[2 : 2 + taken] for job in self._parse(raw)]
+        self._hold(token, 1 + taken, fresh=True)
+        started = self._started(first, [_text(v) for v in flat[2 + taken :]], argv[0])
+        more = [job for raw in flat[2 : 2 + taken] for job in self._parse(_text(raw))]
         started += self.start(more)
         if not started:
-            self.finish([], self.landing)  # only duplicates or dead letters: clear the list
+            self.finish([])  # only duplicates or dead letters: clear them off the list
         # The isolation queue is looked at by the next, non-blocking claim: ``more`` says so.
-        return Claim(started, more=flat[0] == "1")
+        return Claim(started, more=flat[0] == b"1")
 
     def _parse(self, raw: str) -> list[Job]:
         """The jobs a raw message asks for (failed if it is bad); none if it names no job."""
@@ -218,14 +284,14 @@ class Runtime:
         if not jobs:
             return []
         argv = self._start_argv(jobs, index=index)
-        flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED, keys.busy(self.worker)], args=argv)
+        flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED], args=argv)
         return self._started(jobs, flat, argv[0])
 
     def _start_argv(self, jobs: list[Job], *, index: bool) -> list[Any]:
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
                            self.settings.result_ttl, ledger.JOB_PREFIX,
-                           now + self.settings.time_limit, "1" if index else ""]  # fmt: skip
+                           "1" if index else ""]  # fmt: skip
         for job in jobs:
             r = job.request
             if job.has_record:
@@ -273,41 +339,57 @@ class Runtime:
     # -- running and finishing -------------------------------------------------------------
 
     def run(self, jobs: list[Job], landing: str | None = None, *, index: bool = False) -> None:
-        """Predict ``jobs`` in batches and write every outcome in one round trip."""
+        """Predict ``jobs`` in batches and write every outcome in one round trip.
+
+        ``landing``: a list other than this process's claim list (Celery's task path), which
+        finishing then leaves alone.
+        """
         run_batch(jobs, self.cache, max_rows=self.settings.max_rows,
-                  batch_rows=self.settings.batch_max_rows)  # fmt: skip
-        self.finish(jobs, landing or self.landing, index=index)
+                  batch_rows=self.settings.batch_max_rows, timing=self._timing)  # fmt: skip
+        self.finish(jobs, landing, index=index)
 
     def run_and_claim(self, jobs: list[Job], limit: int, block: float) -> Claim | None:
         """Run ``jobs``, then finish them and claim the next batch in one round trip.
 
         The FINISH script and the next claim (a blocking LMOVE, or with ``block`` 0 a CLAIM
         that looks at the isolation queue first) go out pipelined on one connection: Redis runs
-        them in order, so the claim list is cleared before anything new lands on it. They are
-        sent as EVAL, not EVALSHA: a script cache flushed by a Redis restart must not fail the
-        FINISH and let the claim behind it run alone.
+        them in order, so the batch's messages are off the claim list before anything new lands
+        on it. They are sent as EVAL, not EVALSHA: a script cache flushed by a Redis restart
+        must not fail the FINISH and let the claim behind it run alone. If redis-py sends the
+        pipeline again after a dropped connection, the second FINISH no longer holds the lease
+        and leaves the list alone, and a second parked message makes the claim read the whole
+        list.
         """
         run_batch(jobs, self.cache, max_rows=self.settings.max_rows,
-                  batch_rows=self.settings.batch_max_rows)  # fmt: skip
-        finish_keys, argv = self._finish_args(jobs, self.landing, index=False)
-        queue = self.settings.queue
-        pipe = self.redis.pipeline(transaction=False)
+                  batch_rows=self.settings.batch_max_rows, timing=self._timing)  # fmt: skip
+        finish_keys, argv = self._finish_args(jobs, None, index=False)
+        pipe = self.raw.pipeline(transaction=False)
         pipe.eval(ledger.FINISH, len(finish_keys), *finish_keys, *argv)
+        token = _new_token()
         if block > 0:
             timeout: Any = block  # Redis takes fractional seconds; redis-py's annotation says int
-            pipe.blmove(queue, self.landing, timeout, "RIGHT", "LEFT")
+            pipe.blmove(self.settings.queue, self.landing, timeout, "RIGHT", "LEFT")
         else:
-            pipe.eval(ledger.CLAIM, 3, queue, self.landing, keys.isolate(queue), limit, 1, 1)
+            claim_keys = self._claim_keys()
+            pipe.eval(ledger.CLAIM, len(claim_keys), *claim_keys,
+                      *self._claim_args(limit, True, True, token))  # fmt: skip
         written, claimed = pipe.execute()
+        self._release()
         self._warn_duplicates(len(jobs), sum(written))
         if block <= 0:
-            return self._claimed(claimed, fresh=True)
-        return None if claimed is None else self._after_park(str(claimed), limit, False)
+            return self._claimed(claimed, fresh=True, token=token)
+        return None if claimed is None else self._after_park(claimed, limit)
 
-    def finish(self, jobs: list[Job], landing: str, *, index: bool = False) -> int:
-        """Write final records once each and clear ``landing``; returns how many were written."""
+    def finish(self, jobs: list[Job], landing: str | None = None, *, index: bool = False) -> int:
+        """Write final records once each; returns how many were written.
+
+        On this process's own claim list it also takes the batch's messages off and drops the
+        lease, as long as the process still holds it.
+        """
         finish_keys, argv = self._finish_args(jobs, landing, index=index)
         written = int(sum(self._finish(keys=finish_keys, args=argv)))
+        if landing is None:
+            self._release()
         self._warn_duplicates(len(jobs), written)
         return written
 
@@ -317,13 +399,15 @@ class Runtime:
             log.warning("%d job(s) had already ended: results not overwritten", jobs - written)
 
     def _finish_args(
-        self, jobs: list[Job], landing: str, *, index: bool
+        self, jobs: list[Job], landing: str | None, *, index: bool
     ) -> tuple[list[str], list[Any]]:
         now = time.time()
+        own = landing is None
         argv: list[Any] = [f"{now:.6f}", self.settings.result_ttl, keys.REPLY_TTL,
                            keys.STATS_TTL, ledger.JOB_PREFIX, ledger.DONE_PREFIX,
                            keys.REPLY_LIMIT, "1" if index else "", keys.result(""),
-                           keys.RESULT_TTL]  # fmt: skip
+                           keys.RESULT_TTL, self._token if own else "",
+                           self._held if own else 0, self.worker]  # fmt: skip
         stamp = argv[0]
         for job in jobs:
             error = orjson.dumps(job.error.to_dict()) if job.error else b""
@@ -331,7 +415,13 @@ class Runtime:
             told = self._told(job, stamp, error) if job.reply else b""
             argv += [job.id, job.status, "" if job.version is None else job.version,
                      job.predictions, job.proba, error, told]  # fmt: skip
-        return [keys.INFLIGHT, rec.stats_key(now), landing, keys.busy(self.worker)], argv
+        return [
+            keys.INFLIGHT,
+            rec.stats_key(now),
+            landing or self.landing,
+            keys.busy(self.worker),
+            keys.LEASES,
+        ], argv
 
     def _told(self, job: Job, finished_at: str, error: bytes) -> bytes:
         """The JSON of the job's result as FINISH writes it, for the job's own wake-up list."""
@@ -348,18 +438,9 @@ class Runtime:
             b',"probabilities":', job.proba or b"null", b',"error":', error or b"null", b"}",
         ))  # fmt: skip
 
-    def dead_letter_landing(self, reason: str) -> None:
-        """Dead-letter every message on this process's claim list and clear it."""
-        for raw in self.redis.lrange(self.landing, 0, -1):
-            job_id = envelope.job_id_of(envelope.loads_or_none(str(raw)))
-            self.dead_letter(job_id, str(raw), PredictqError(reason))
-        self.redis.delete(self.landing)
-
     def dead_letter(self, job_id: str | None, raw: str, error: PredictqError) -> None:
         """Keep a message that cannot run where `predictq dead` can show it (bounded)."""
         log.error("dead-lettered message %s: %s", job_id or "(no id)", error.message)
-        entry = {"id": job_id, "error": error.to_dict(), "at": time.time(), "message": raw[:65536]}
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(keys.DEAD, orjson.dumps(entry))
-        pipe.ltrim(keys.DEAD, 0, keys.DEAD_LIMIT - 1)
-        pipe.execute()
+        entry = {"id": job_id, "error": error.to_dict(), "at": time.time(),
+                 "message": raw[:DEAD_EXCERPT]}  # fmt: skip
+        self._dead(keys=[keys.DEAD], args=[orjson.dumps(entry), keys.DEAD_LIMIT])
