@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import redis
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from producer import Client
+from producer import Client, JobResult
 from registry import Registry, Settings, keys
 from registry.embedded import redis_args, wait_until_answers
 
@@ -39,6 +40,35 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def report(name: str, ids: list[str], results: list[JobResult], r: redis.Redis) -> Counter[str]:
+    """Print and return the counts every fault test asserts on.
+
+    ``duplicated`` counts extra deliveries (attempts past the first); ``results_written`` counts
+    final records the workers wrote, which exceeds ``submitted`` only if a result was written
+    twice.
+    """
+    status = Counter(res.status for res in results)
+    counts = Counter(
+        submitted=len(ids),
+        succeeded=status["succeeded"],
+        failed=status["failed"],
+        lost=len(ids) - sum(status[s] for s in ("succeeded", "failed", "cancelled")),
+        duplicated=sum(res.attempts - 1 for res in results if res.attempts > 1),
+        results_written=finished(r, ("succeeded", "failed")),
+    )
+    print(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
+
+
+_FINAL = ("succeeded", "failed", "cancelled")
+
+
+def finished(r: redis.Redis, statuses: tuple[str, ...] = _FINAL) -> int:
+    """Final records written so far, from the per-minute stats."""
+    return sum(int(v) for k in r.scan_iter(match="predictq:stats:*")
+               for s, v in r.hgetall(k).items() if s in statuses)  # fmt: skip
 
 
 class RedisServer:

@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import signal
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,39 +18,18 @@ import psutil
 import pytest
 import redis
 
-from producer import Client, JobResult
+from producer import Client
 from registry import Registry, Settings, keys
 
-from .conftest import RedisServer, wait_for
+from .conftest import RedisServer, finished, report, wait_for
 from .poison import Canary, KillerClassifier, SlowClassifier
 
 X3 = np.zeros((2, 3))
 Y2 = np.array([0, 1])
 
 
-def _report(name: str, ids: list[str], results: list[JobResult], r: redis.Redis) -> Counter:
-    """Print and return the counts every fault test asserts on."""
-    status = Counter(res.status for res in results)
-    written = sum(int(v) for k in r.scan_iter(match="predictq:stats:*")
-                  for s, v in r.hgetall(k).items() if s in ("succeeded", "failed"))  # fmt: skip
-    counts = Counter(
-        submitted=len(ids),
-        succeeded=status["succeeded"],
-        failed=status["failed"],
-        lost=len(ids) - sum(status[s] for s in ("succeeded", "failed", "cancelled")),
-        duplicated=sum(res.attempts - 1 for res in results if res.attempts > 1),
-        results_written=written,
-    )
-    print(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return counts
-
-
 def _pool_pids(worker) -> list[int]:
     return [c.pid for c in psutil.Process(worker.proc.pid).children()]
-
-
-def _finished(r: redis.Redis) -> int:
-    return sum(int(v) for k in r.scan_iter(match="predictq:stats:*") for v in r.hgetall(k).values())
 
 
 def test_a_pool_process_killed_mid_run_loses_no_job_and_writes_each_result_once(
@@ -60,7 +38,7 @@ def test_a_pool_process_killed_mid_run_loses_no_job_and_writes_each_result_once(
     registry.register("slow", SlowClassifier(delay=0.002).fit(X3, Y2), promote=True)
     worker = start_worker(concurrency=2, PREDICTQ_BATCH_MAX_ROWS="8")
     ids = client.submit_many("slow", [[[float(i % 7) - 3, 0.0, 0.0]] for i in range(2000)])
-    wait_for(lambda: _finished(r) >= 300, 60, "300 finished jobs")
+    wait_for(lambda: finished(r) >= 300, 60, "300 finished jobs")
     victim = _pool_pids(worker)[0]
     os.kill(victim, signal.SIGKILL)
 
@@ -70,7 +48,7 @@ def test_a_pool_process_killed_mid_run_loses_no_job_and_writes_each_result_once(
         print(worker.output())
         raise
 
-    counts = _report("worker SIGKILL", ids, results, r)
+    counts = report("worker SIGKILL", ids, results, r)
     assert counts["lost"] == 0
     assert counts["succeeded"] == 2000
     assert counts["results_written"] == 2000  # a duplicate execution wrote no second result
@@ -93,13 +71,13 @@ def test_a_redis_restart_mid_run_loses_no_job_and_workers_reconnect(
                               PREDICTQ_BATCH_MAX_ROWS="8", redis_client=r)  # fmt: skip
         client = Client(url, settings=settings)
         ids = client.submit_many("slow", [[[float(i % 5), 0.0, 0.0]] for i in range(2000)])
-        wait_for(lambda: _finished(r) >= 300, 60, "300 finished jobs")
+        wait_for(lambda: finished(r) >= 300, 60, "300 finished jobs")
 
         server.stop()  # SIGTERM: Redis flushes its AOF and exits
         server.start()  # same port, same data directory
 
         results = client.wait_many(ids, timeout=120)
-        counts = _report("redis restart", ids, results, r)
+        counts = report("redis restart", ids, results, r)
         assert counts["lost"] == 0
         assert counts["succeeded"] == 2000
         assert worker.proc.poll() is None
@@ -122,7 +100,7 @@ def test_a_job_that_kills_its_process_ends_failed_as_worker_lost_and_others_flow
 
     results = client.wait_many(ids, timeout=90)
 
-    counts = _report("poison job", ids, results, r)
+    counts = report("poison job", ids, results, r)
     assert counts["lost"] == 0
     poison = results[7]
     assert (poison.status, poison.error and poison.error.code) == ("failed", "worker_lost")

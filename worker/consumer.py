@@ -65,9 +65,16 @@ class Throttled:
         self.logger.warning(message + suffix, *args)
 
 
+# Error replies that say Redis is full, read-only or changing roles (a failover), not that
+# anything is wrong with the batch.
+_TRANSIENT_REPLIES = ("OOM", "READONLY", "UNBLOCKED", "LOADING", "MASTERDOWN", "NOREPLICAS")
+
+
 def _transient(error: Exception) -> bool:
-    """Whether an error is Redis being away or full, not anything wrong with the batch."""
-    return isinstance(error, redis.ConnectionError | redis.TimeoutError) or _full(error)
+    """Whether an error is Redis being away, full or failing over."""
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith(_TRANSIENT_REPLIES)
 
 
 def _full(error: Exception) -> bool:
@@ -217,7 +224,7 @@ class BatchConsumer(threading.Thread):
             self._log.warning("full", "Redis is full (%s): draining without blocking moves",
                               error)  # fmt: skip
         elif _transient(error):
-            self._log.warning("redis", "batch consumer lost Redis (%s); retrying", error)
+            self._log.warning("redis", "batch consumer cannot use Redis (%s); retrying", error)
         else:
             log.exception("batch consumer failed (%d in a row); retrying", failures)
         self._report("backing off", f"{type(error).__name__}: {error}"[:300])

@@ -261,7 +261,9 @@ for b = 8, #ARGV, 2 do
     local key = ARGV[2] .. id
     local rec = redis.call('HMGET', key, 'status', 'payload', 'reply', 'ttl')
     if rec[1] == 'queued' and rec[2] and rec[2] ~= '' then
-      redis.call('LPUSH', KEYS[1], restamp(rec[2], ARGV[1]))
+      -- To the front of the line, since it waited long enough already; with the time it was
+      -- first queued, so that the queue's oldest stamp never moves forward past a waiting job.
+      redis.call('RPUSH', KEYS[1], rec[2])
       redis.call('ZADD', KEYS[2], ARGV[1], id)
       n = n + 1
     else
@@ -409,7 +411,7 @@ class Sweeper(threading.Thread):
         self._local_pids = local_pids
         self._empty_since: float | None = None
         self._suspects: dict[str, tuple[float, float]] = {}
-        self._scanned = 0.0
+        self._scanned = float("-inf")
         # Leases and heartbeats are not trusted until live workers had a chance to renew them.
         self._grace_until = time.monotonic() + ledger.LEASE_SECONDS + ledger.RENEW_EVERY
         self._lost_redis = False
