@@ -1,6 +1,13 @@
 """predictq's producer side: the job contract, the client and the submit commands."""
 
-from registry import InvalidInput, JobNotFound, JobTimeout, ModelNotFound, PredictqError
+from registry import (
+    InvalidInput,
+    JobNotFound,
+    JobTimeout,
+    ModelNotFound,
+    Overloaded,
+    PredictqError,
+)
 
 from .client import Client
 from .contract import (
@@ -27,6 +34,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "ModelNotFound",
+    "Overloaded",
     "PredictqError",
     "validate_rows",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from registry import DEFAULT_ALIAS, InvalidInput
+from registry import DEFAULT_ALIAS, InvalidInput, Overloaded
 
 from .client import Client
 
@@ -64,23 +64,31 @@ def submit(
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait and print the results."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds --wait waits."),
 ) -> None:
-    """Submit prediction jobs; prints job IDs, or the results with --wait."""
+    """Submit prediction jobs; prints job IDs, or the results with --wait.
+
+    Overloaded (queue or Redis memory full): one line on stderr, exit code 1, nothing enqueued.
+    """
     if (rows is None) == (file is None):
         raise InvalidInput("give exactly one of --rows JSON or --file CSV")
     client = Client()
-    if rows is not None:
-        try:
-            parsed = json.loads(rows)
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"--rows is not valid JSON: {e}") from e
-        ids = [client.submit(name, parsed, version=version, alias=alias, job_id=job_id,
-                             probabilities=probabilities)]  # fmt: skip
-    else:
-        assert file is not None
-        data = _read_csv(file)
-        jobs = [data[i : i + rows_per_job] for i in range(0, len(data), rows_per_job)]
-        ids = client.submit_many(name, jobs, version=version, alias=alias,
-                                 probabilities=probabilities)  # fmt: skip
+    try:
+        if rows is not None:
+            try:
+                parsed = json.loads(rows)
+            except json.JSONDecodeError as e:
+                raise InvalidInput(f"--rows is not valid JSON: {e}") from e
+            ids = [client.submit(name, parsed, version=version, alias=alias, job_id=job_id,
+                                 probabilities=probabilities)]  # fmt: skip
+        else:
+            assert file is not None
+            data = _read_csv(file)
+            jobs = [data[i : i + rows_per_job] for i in range(0, len(data), rows_per_job)]
+            ids = client.submit_many(name, jobs, version=version, alias=alias,
+                                     probabilities=probabilities)  # fmt: skip
+    except Overloaded as e:
+        # Plain and unwrapped, whatever the terminal's width: scripts match it and retry later.
+        typer.echo(f"error ({e.code}): {e.message}", err=True)
+        raise typer.Exit(1) from e
     if not wait:
         for i in ids:
             typer.echo(i)

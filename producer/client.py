@@ -27,7 +27,7 @@ from registry import (
 from registry.connection import connect, resolve_url
 from registry.names import check_name
 
-from . import records
+from . import admission, records
 from .contract import FINAL_STATUSES, MAX_TTL, JobResult
 from .messages import batch_message, task_message
 from .validation import validate_rows
@@ -82,6 +82,7 @@ class Client:
         self._cancel = self.redis.register_script(records.CANCEL)
         self._read = self.redis.register_script(records.FETCH)
         self._status = self.redis.register_script(records.STATUS)
+        self._memory = admission.MemoryGauge(self.redis, self.settings.memory_high_water)
         # Finished jobs this client submitted are announced here (see wait_many).
         self._reply = keys.reply(uuid.uuid4().hex)
         self._pubsub: redis.client.PubSub | None = None
@@ -155,7 +156,10 @@ class Client:
         """Enqueue one job per element of ``jobs`` (each a list of rows), in a few round trips.
 
         Every job is validated first: if any is invalid, InvalidInput names it and nothing is
-        enqueued.
+        enqueued. Past PREDICTQ_MAX_QUEUED or the memory high-water mark, Overloaded refuses the
+        whole submission and nothing is enqueued. If Redis runs out of memory part-way (its OOM
+        reply to a later chunk), the jobs already enqueued are cancelled, as ``cancel`` does,
+        before Overloaded is raised; any of them a worker already started runs to its end.
         """
         return self._submit_many(
             model, jobs, version=version, alias=alias, job_ids=job_ids,
@@ -225,10 +229,27 @@ class Client:
         reply = self._reply if len(ids) > _SUBSCRIBE_AT_MOST else ""
         if announce:
             reply = "*"  # each job's own wake-up list
+        self._memory.check()
+        # Jobs not yet admitted against PREDICTQ_MAX_QUEUED: the first call that writes admits
+        # the whole submission (less IDs that exist), and later chunks are not counted again.
+        admit = len(ids)
+        written: list[str] = []
         for start in range(0, len(ids), _SUBMIT_CHUNK):
             chunk = list(range(start, min(start + _SUBMIT_CHUNK, len(ids))))
             while chunk:
-                taken = self._enqueue(shared, chunk, ids, rows_json, reply, job_ids is not None)
+                try:
+                    taken = self._enqueue(
+                        shared, chunk, ids, rows_json, reply, job_ids is not None, admit
+                    )
+                except redis.ResponseError as e:
+                    if not admission.is_oom(e):
+                        raise
+                    # Redis filled up after earlier chunks went in: take them back out.
+                    self.cancel_many(written)
+                    raise admission.out_of_memory(len(written)) from e
+                admit = admit - len(taken) if taken else 0
+                if not taken:
+                    written += [ids[i] for i in chunk]
                 # Jobs whose ID exists were left alone; the others go again without them.
                 chunk = [i for i in chunk if i not in taken] if taken else []
                 if reply == "*" and not taken:
@@ -246,13 +267,15 @@ class Client:
         rows_json: list[bytes],
         reply: str,
         check: bool,
+        admit: int,
     ) -> set[int]:
         """Write the records and push the messages of jobs ``chunk``, in one round trip.
 
         A job sent alone gets its own ``predictq.predict`` message, which its record keeps for
         recovery; jobs sent together share ``predictq.predict_batch`` messages of up to
         ``_BATCH_JOBS`` jobs (recovery splits a batch message from a claim list). Returns the
-        jobs whose ID was taken (then nothing was written).
+        jobs whose ID was taken (then nothing was written). With ``admit``, Overloaded when
+        that many more jobs would pass PREDICTQ_MAX_QUEUED (then nothing was written).
         """
         queue = self.settings.queue
         per_job: list[str | bytes] = []
@@ -279,10 +302,12 @@ class Client:
             f"{time.time():.6f}", reply, "1" if check else "0", JOB_PREFIX, shared["model"],
             shared["alias"], "" if pinned is None else pinned,
             "1" if shared["probabilities"] else "0", shared["ttl"], keys.result(""),
-            len(messages), *messages,
+            self.settings.max_queued, admit, len(messages), *messages,
             *per_job,
         ]  # fmt: skip
         flags = self._submit(keys=[queue, keys.QUEUED], args=argv)
+        if isinstance(flags, int):
+            raise admission.queue_full(flags, admit, self.settings.max_queued)
         return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
 
     def _batch(
@@ -450,11 +475,23 @@ class Client:
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job: True if it will not run, False if it already started or ended."""
-        now = time.time()
-        before = self._cancel(
-            keys=[keys.job(job_id), records.stats_key(now), keys.QUEUED],
-            args=[f"{now:.6f}", keys.STATS_TTL, keys.done(job_id), job_id, keys.REPLY_TTL],
-        )
-        if before is None:
-            raise self._not_found(job_id)
-        return before in ("queued", "cancelled")
+        return self.cancel_many([job_id])[0]
+
+    def cancel_many(self, job_ids: Sequence[str]) -> list[bool]:
+        """Cancel queued jobs, even when Redis is out of memory: for each, True if it will not
+        run, False if it already started or ended. One round trip per thousand jobs.
+
+        JobNotFound names the first unknown or expired ID, once the others are cancelled.
+        """
+        before: list[str | None] = []
+        for start in range(0, len(job_ids), _SUBMIT_CHUNK):
+            now = time.time()
+            before += self._cancel(
+                keys=[records.stats_key(now), keys.QUEUED],
+                args=[f"{now:.6f}", keys.STATS_TTL, JOB_PREFIX, _DONE_PREFIX, keys.REPLY_TTL,
+                      *job_ids[start : start + _SUBMIT_CHUNK]],
+            )  # fmt: skip
+        for job_id, status in zip(job_ids, before, strict=True):
+            if status is None:
+                raise self._not_found(job_id)
+        return [status in ("queued", "cancelled") for status in before]

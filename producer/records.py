@@ -27,18 +27,21 @@ end
 
 # KEYS: queue, queued index. ARGV: now, reply list ('' for none, '*' for each job's own wake-up
 # list), '1' to check for existing IDs, job key prefix, model, alias, pinned version or '',
-# probabilities, ttl, wake-up list prefix, message count m, the m messages, then per job: id,
-# and its own message (a job sent alone; '' for a job in a batch message, whose
-# claim list holds its message until it ends). Writes each record as 'queued', indexes it and
-# pushes the messages. With the check on and any ID taken, nothing is written: the caller leaves
-# those jobs out of its messages and calls again. Returns 1 (enqueued) or 0 (ID exists) per job.
-# Generated IDs skip the check: it is a Redis call per job, and Redis time per job is what bounds
-# throughput.
+# probabilities, ttl, wake-up list prefix, most jobs queued, jobs to admit (0: already admitted),
+# message count m, the m messages, then per job: id, and its own message (a job sent alone; ''
+# for a job in a batch message, whose claim list holds its message until it ends). Writes each
+# record as 'queued', indexes it and pushes the messages. With the check on and any ID taken,
+# nothing is written: the caller leaves those jobs out of its messages and calls again. Returns
+# 1 (enqueued) or 0 (ID exists) per job; or, when the queued index plus the jobs to admit (the
+# whole submission, on its first call) would pass the most jobs queued, the number queued, and
+# nothing is written. Generated IDs skip the check: it is a Redis call per job, and Redis time per
+# job is what bounds throughput. Under maxmemory Redis refuses a script's first write with OOM and
+# lets a script that has written finish, so each call writes all of its jobs or none.
 SUBMIT = (
     SLICED
     + """
-local m = tonumber(ARGV[11])
-local first = 12 + m
+local m = tonumber(ARGV[13])
+local first = 14 + m
 local out = {}
 if ARGV[3] == '1' then
   local taken = false
@@ -49,6 +52,11 @@ if ARGV[3] == '1' then
   end
   if taken then return out end
   out = {}
+end
+local admit = tonumber(ARGV[12])
+if admit > 0 then
+  local waiting = redis.call('ZCARD', KEYS[2])
+  if waiting + admit > tonumber(ARGV[11]) then return waiting end
 end
 local queued = {}
 for b = first, #ARGV, 2 do
@@ -66,27 +74,41 @@ for b = first, #ARGV, 2 do
   out[#out + 1] = 1
 end
 sliced('ZADD', KEYS[2], queued)
-sliced('LPUSH', KEYS[1], ARGV, 12, 11 + m)
+sliced('LPUSH', KEYS[1], ARGV, 14, 13 + m)
 return out
 """
 )
 
-# KEYS: job, stats, queued index. ARGV: now, stats ttl, wake-up channel, job id, reply ttl.
-# Cancels a queued job and wakes its waiters. Returns its status before (nil: no such job).
-CANCEL = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'queued' then return st end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'payload', '')
-redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('PUBLISH', ARGV[3], '1')
-local reply = redis.call('HGET', KEYS[1], 'reply')
-if reply then
-  redis.call('RPUSH', reply, ARGV[4])
-  redis.call('EXPIRE', reply, ARGV[5])
+# KEYS: stats, queued index. ARGV: now, stats ttl, job key prefix, wake-up channel prefix, reply
+# ttl, then job IDs. Cancels the queued ones and wakes their waiters; a started or ended job is
+# left alone (its message, still on the queue, is skipped by the worker). Returns each job's
+# status before (nil: no such job). It runs when Redis is past maxmemory (allow-oom): cancelling
+# frees memory, and undoes a submission that a later chunk's OOM refused.
+CANCEL = """#!lua flags=allow-oom
+local out = {}
+local cancelled = 0
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local key = ARGV[3] .. id
+  local st = redis.call('HGET', key, 'status')
+  out[i - 5] = st
+  if st == 'queued' then
+    redis.call('HSET', key, 'status', 'cancelled', 'finished_at', ARGV[1], 'payload', '')
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('PUBLISH', ARGV[4] .. id, '1')
+    local reply = redis.call('HGET', key, 'reply')
+    if reply then
+      redis.call('RPUSH', reply, id)
+      redis.call('EXPIRE', reply, ARGV[5])
+    end
+    cancelled = cancelled + 1
+  end
 end
-redis.call('HINCRBY', KEYS[2], 'cancelled', 1)
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return st
+if cancelled > 0 then
+  redis.call('HINCRBY', KEYS[1], 'cancelled', cancelled)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return out
 """
 
 RECORD_FIELDS = (

@@ -92,6 +92,17 @@ class RedisUnavailable(PredictqError):
     http_status = 503
 
 
+class Overloaded(PredictqError):
+    """Raised when a submission is refused whole because the queue or Redis memory is full."""
+
+    code = "overloaded"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1, model: str | None = None) -> None:
+        super().__init__(message, model=model)
+        self.retry_after = retry_after  # seconds worth waiting before a retry
+
+
 class InvalidSettings(PredictqError):
     """Raised when settings are missing, malformed or unsafe (for example, no API keys)."""
 
@@ -160,6 +171,7 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         JobTimeout,
         WorkerLost,
         RedisUnavailable,
+        Overloaded,
         InvalidSettings,
         JobNotCancellable,
         JobIdTaken,

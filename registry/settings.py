@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     max_job_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest encoded job message the client will send."
     )
+    max_queued: int = Field(
+        1_000_000,
+        gt=0,
+        description="Most jobs waiting in the queue; a submission that would pass it is "
+        "refused whole with 'overloaded'.",
+    )
+    memory_high_water: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Fraction of Redis maxmemory past which submissions are refused with "
+        "'overloaded'; ignored when maxmemory is 0.",
+    )
     models: str = Field(
         "",
         description="Comma-separated model names a worker preloads; empty means every "

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from registry import InvalidInput, PredictqError, RedisUnavailable
+from registry import InvalidInput, Overloaded, PredictqError, RedisUnavailable
 
+from ..admission import is_oom, out_of_memory
 from .schemas import ErrorBody, FieldError
 
 log = logging.getLogger("predictq.api")
@@ -36,6 +37,8 @@ def error_response(
     body = ErrorBody(code=error.code, message=error.message, errors=errors)
     if error.http_status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="predictq"'}
+    if isinstance(error, Overloaded):
+        headers = {**(headers or {}), "Retry-After": str(error.retry_after)}
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=error.http_status, headers=headers
     )
@@ -59,7 +62,8 @@ def _summary(errors: list[FieldError]) -> str:
 
 async def _predictq(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PredictqError)
-    if exc.http_status >= 500:
+    # Refusing work under overload is the service working: one log line per refusal would flood.
+    if exc.http_status >= 500 and not isinstance(exc, Overloaded):
         log.error("%s: %s", exc.code, exc.message)
     return error_response(exc)
 
@@ -92,6 +96,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _redis(_: Request, exc: Exception) -> JSONResponse:
+    if is_oom(exc):
+        # Any write a route makes (claiming job IDs, say) is refused as the client's would be.
+        return error_response(out_of_memory())
     log.error("redis error: %s", exc)
     return error_response(RedisUnavailable("Redis is unavailable: try again shortly"))
 

@@ -18,6 +18,19 @@ _WHY = {
     503: "Redis is unavailable.",
 }
 
+# A submission refused whole (code overloaded) says when to try again.
+OVERLOADED = {
+    "model": ErrorBody,
+    "description": "Redis is unavailable, or overloaded: the queue is at PREDICTQ_MAX_QUEUED or "
+    "Redis memory past its high-water mark; nothing was enqueued.",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before submitting again (overloaded only).",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
+
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries for ``codes``, each answered with an ErrorBody."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
+import redis
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -12,10 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound
 
+from ..admission import is_oom, out_of_memory
 from ..contract import JobResult
 from .auth import Principal, require
 from .limits import read_json
-from .responses import errors
+from .responses import OVERLOADED, errors
 from .routes_models import ModelName
 from .schemas import (
     BatchAccepted,
@@ -28,7 +30,7 @@ from .services import Services, services
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 JobIdPath = Annotated[str, Path(min_length=1, max_length=200, description="The job's ID.")]
-_SUBMIT_ERRORS = errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
+_SUBMIT_ERRORS = {**errors(400, 401, 403, 404, 409, 413, 415, 422), 503: OVERLOADED}
 # OpenAPI links say where a submitted job's ID goes next (clients and test generators follow them).
 _ACCEPTED = {
     "headers": {"Location": {"description": "The status URL.", "schema": {"type": "string"}}},
@@ -107,7 +109,14 @@ def _submit(
         svc.owners.release(who.name, claimed)
         raise
     if not chosen:
-        svc.owners.record(who.name, ids, ttl)
+        try:
+            svc.owners.record(who.name, ids, ttl)
+        except redis.ResponseError as e:
+            if not is_oom(e):
+                raise
+            # Redis filled up between the jobs and their owner: the submission is taken back.
+            svc.client.cancel_many(ids)
+            raise out_of_memory(len(ids)) from e
     return ids
 
 
