@@ -424,3 +424,50 @@ def test_dead_letters_keep_a_bounded_excerpt_of_a_large_refused_message(
     assert len(r.lindex(keys.DEAD, 0) or "") < 8192
     assert client.wait(client.submit(promoted, [[0.0] * 6]), timeout=30).status == "succeeded"
     assert finished(r) == 1
+
+
+def test_consumers_that_keep_failing_keep_looping_and_say_so_in_status_and_readyz(
+    client: Client, promoted: str, worker, api, r, env
+) -> None:
+    """A consumer never dies of what it meets, and a node that takes no jobs is not ready."""
+    import subprocess
+    import sys
+
+    def ready() -> tuple[int, dict]:
+        resp = api.http().get("/readyz")
+        return resp.status_code, resp.json()
+
+    wait_for(lambda: ready()[0] == 200, 30, "the API to be ready")
+    r.set(keys.isolate("predictq"), "not a list")  # every claim now fails with WRONGTYPE
+    wait_for(lambda: ready()[0] == 503, 30, "readyz to see the failing consumer")
+    status = subprocess.run([sys.executable, "-m", "worker", "status"], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    r.delete(keys.isolate("predictq"))
+    wait_for(lambda: ready()[0] == 200, 30, "readyz to see the consumer back")
+
+    assert ready()[1] == {"ready": True, "redis": True, "workers": True, "consumers": True}
+    assert "backing off" in status.stdout and "WRONGTYPE" in status.stdout, status.stdout
+    assert client.wait(client.submit(promoted, [[0.0] * 6]), timeout=30).status == "succeeded"
+    assert worker.proc.poll() is None
+
+
+def test_a_pool_process_whose_batch_was_taken_over_is_replaced_and_status_counts_it(
+    client: Client, promoted: str, worker, r, env
+) -> None:
+    """A live process that another node took for dead must not run on beside its jobs."""
+    import subprocess
+    import sys
+
+    wait_for(lambda: r.hlen(keys.CONSUMERS) == 1, 30, "the consumer to report")
+    process = r.hkeys(keys.CONSUMERS)[0]
+    pid = int(process.rpartition(":")[2])
+    r.set(keys.busy(process), "taken")  # what a stale takeover by another sweeper leaves
+
+    wait_for(lambda: not psutil.pid_exists(pid), 30, "the process to be replaced")
+    wait_for(lambda: '"replaced": 1' in (r.get(keys.worker(worker.name)) or ""), 30,
+             "the heartbeat to count it")  # fmt: skip
+    status = subprocess.run([sys.executable, "-m", "worker", "status"], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "1 replaced" in status.stdout, status.stdout
+    assert client.wait(client.submit(promoted, [[0.0] * 6]), timeout=30).status == "succeeded"
+    assert worker.proc.poll() is None

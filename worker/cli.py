@@ -7,6 +7,8 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -17,6 +19,7 @@ from registry import PredictqError, Registry, get_settings, keys
 from registry import cli as registry_cli
 from registry.connection import resolve_url
 from registry.embedded import stop_embedded
+from registry.liveness import ConsumerState, consumer_states
 
 app = typer.Typer(help="predictq: asynchronous predictions for scikit-learn models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -81,7 +84,8 @@ def status() -> None:
     # A batch message carries many jobs: count jobs by the queued index, not the list length.
     console.print(f"queue [bold]{settings.queue}[/]: {r.zcard(keys.QUEUED)} job(s) queued, in "
                   f"{r.llen(settings.queue)} message(s)")  # fmt: skip
-    workers = Table("worker", "pid", "concurrency", "serving", "up", title="workers")
+    workers = Table("worker", "pid", "concurrency", "consumers", "serving", "up", title="workers")
+    consumers = consumer_states(r.hgetall(keys.CONSUMERS), time.time(), settings.time_limit)
     for key in sorted(r.scan_iter(match=keys.WORKER_PATTERN, count=500)):
         raw = r.get(key)
         if raw is None:
@@ -89,7 +93,8 @@ def status() -> None:
         info = json.loads(raw)
         serving = ", ".join(f"{k}=v{v}" for k, v in sorted(info.get("serving", {}).items()))
         workers.add_row(info["hostname"], str(info["pid"]), str(info.get("concurrency")),
-                        serving or "-", f"{time.time() - info['started_at']:.0f}s")  # fmt: skip
+                        _consumers(info, consumers), serving or "-",
+                        f"{time.time() - info['started_at']:.0f}s")  # fmt: skip
     console.print(workers)
     models = Table("model", "aliases", title="promoted versions")
     for name in reg.models():
@@ -108,6 +113,19 @@ def status() -> None:
                                         or "no finished jobs"))  # fmt: skip
     for key, raw in sorted(r.hgetall(keys.LOAD_FAILURES).items()):
         console.print(f"[red]load failure[/] {key!s}: {json.loads(raw)['message']}")
+
+
+def _consumers(info: dict[str, Any], states: list[ConsumerState]) -> str:
+    """What a node's batch consumers are doing, and how many the node had to replace."""
+    mine = [s for s in states if s.node == info["hostname"]]
+    counts = Counter(s.state for s in mine)
+    text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
+    failing = next((s.error for s in mine if s.state != "consuming" and s.error), None)
+    if failing:
+        text += f" ({failing})"
+    if info.get("replaced"):
+        text += f"; {info['replaced']} replaced"
+    return text
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import redis
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from registry import keys
+from registry.liveness import consumer_states, consuming
 
 from .schemas import Health, Readiness
 from .services import Services, services
@@ -30,15 +32,21 @@ async def healthz() -> Health:
     operation_id="readyz",
 )
 async def readyz(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
-    """Ready when Redis answers and at least one worker's heartbeat is alive."""
-    reachable = alive = False
+    """Ready when Redis answers, a worker's heartbeat is alive and one of its pool processes
+    is taking jobs (a node whose consumers all keep failing is not)."""
+    reachable = alive = taking = False
     try:
         reachable = bool(await svc.aio.ping())
         # Heartbeats expire by themselves, so any key left is a live worker.
         async for _ in svc.aio.scan_iter(match=keys.WORKER_PATTERN, count=1000):
             alive = True
             break
+        settings = svc.settings
+        reports = await svc.aio.hgetall(keys.CONSUMERS)
+        states = consumer_states(reports, time.time(), settings.time_limit)
+        taking = not settings.batching or consuming(states)
     except redis.RedisError:
         pass
-    body = Readiness(ready=reachable and alive, redis=reachable, workers=alive)
+    body = Readiness(ready=reachable and alive and taking, redis=reachable, workers=alive,
+                     consumers=taking)  # fmt: skip
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

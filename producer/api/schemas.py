@@ -186,3 +186,7 @@ class Readiness(BaseModel):
     ready: bool
     redis: bool = Field(description="Redis answered PING.")
     workers: bool = Field(description="At least one worker's heartbeat is alive.")
+    consumers: bool = Field(
+        description="At least one pool process is taking jobs (always true with batching off, "
+        "where Celery's own consumer takes them)."
+    )
