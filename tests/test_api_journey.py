@@ -211,15 +211,16 @@ def test_a_key_reads_and_cancels_only_its_own_jobs_and_an_admin_reads_any(
     assert stolen.status_code == 409 and stolen.json()["code"] == "job_id_taken"
 
 
-def test_readyz_needs_redis_and_a_live_worker(api: ApiServer, start_worker) -> None:
+def test_readyz_needs_redis_and_a_live_worker_that_takes_jobs(api: ApiServer, start_worker) -> None:
     with api.http() as http:
         before = http.get("/readyz")
         start_worker()
+        # Its pool processes start taking jobs a moment after the node's first heartbeat.
+        wait_for(lambda: http.get("/readyz").status_code == 200, 30, "readyz to turn ready")
         after = http.get("/readyz")
     assert before.status_code == 503
-    assert before.json() == {"ready": False, "redis": True, "workers": False}
-    assert after.status_code == 200
-    assert after.json() == {"ready": True, "redis": True, "workers": True}
+    assert before.json() == {"ready": False, "redis": True, "workers": False, "consumers": False}
+    assert after.json() == {"ready": True, "redis": True, "workers": True, "consumers": True}
 
 
 def test_no_key_ever_reaches_the_api_log(api: ApiServer, promoted: str) -> None:

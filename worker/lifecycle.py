@@ -211,6 +211,20 @@ def _pool_pids() -> list[int] | None:
     return [p.pid for p in list(processes) if p.pid is not None]
 
 
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]
+def _replace_processes_that_left_early(sender: Any = None, **_: Any) -> None:
+    """Replace pool processes that exited before Celery's consumer first became ready.
+
+    Celery stops the whole node when it finds one right after this signal, taking it for a
+    process that could not start. Here a process may well have exited by then on purpose: a
+    promotion recycled it, or a job killed it, while Celery's consumer was still connecting or
+    retrying (a full Redis refuses the writes it makes at start-up) and the pool already served.
+    """
+    pool = getattr(getattr(sender, "pool", None), "_pool", None)
+    if pool is not None and hasattr(pool, "maintain_pool"):
+        pool.maintain_pool()
+
+
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _clear_heartbeat(sender: Any = None, **_: Any) -> None:
     sweeper: Sweeper | None = _state["sweeper"]

@@ -495,8 +495,17 @@ class Sweeper(threading.Thread):
             node, pid = _owner(w) or ("", 0)
             expired = score is not None and float(score) <= now
             if node == self.hostname:
-                alive = _pid_alive(pid) if local is None else pid in local
-                if alive and pid != os.getpid() and (busy == "taken" or (expired and trusted)):
+                # The pool's own list tells a pool process from an unrelated one that got a
+                # dead one's pid, before anything is killed; a process forked a moment ago may
+                # not be on that list yet, so whether one lives is asked of the system.
+                alive = _pid_alive(pid)
+                ours = local is None or pid in local
+                if (
+                    alive
+                    and ours
+                    and pid != os.getpid()
+                    and (busy == "taken" or (expired and trusted))
+                ):
                     self._replace(pid, "its batch was taken over" if busy == "taken" else
                                   "it stopped renewing the lease on its batch")  # fmt: skip
                     alive = False
