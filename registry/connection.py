@@ -39,7 +39,7 @@ def resolve_url(url: str | None = None, settings: Settings | None = None) -> str
     settings = settings or get_settings()
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value()
-    return ensure_embedded(settings.embedded_port, settings.home / "redis")
+    return ensure_embedded(settings.embedded_port, settings.home / "redis", settings)
 
 
 def redact(url: str) -> str:
@@ -54,14 +54,6 @@ def redact(url: str) -> str:
     )  # fmt: skip
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
-
-
-def _without_password(text: str, url: str) -> str:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return text.replace(password, "***") if password else text
 
 
 def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
@@ -170,9 +162,10 @@ def connect(url: str) -> redis.Redis:
             ),
         )  # fmt: skip
     except ValueError as e:
+        # The parser names the scheme, port or option that is wrong, never the credentials.
         raise RedisUnavailable(
-            f"{where} is not a Redis URL ({_without_password(str(e), url)}): use "
-            "redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, or unix://PATH"
+            f"{where} is not a Redis URL ({e}): use redis://[:PASSWORD@]HOST:PORT/DB, "
+            "rediss:// for TLS, or unix://PATH"
         ) from e
     client.where = where
     return client
