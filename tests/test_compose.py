@@ -77,8 +77,8 @@ def test_the_worker_health_check_passes_only_while_this_hosts_node_heartbeat_exi
     assert test[:2] == ["CMD", "python"]
 
     def check() -> int:
-        run = subprocess.run([sys.executable, *test[2:]], env={**os.environ, **env}, cwd=REPO, capture_output=True,
-                             text=True, timeout=60)  # fmt: skip
+        run = subprocess.run([sys.executable, *test[2:]], env={**os.environ, **env}, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
         assert "Traceback" not in run.stderr, run.stderr
         return run.returncode
 
