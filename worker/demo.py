@@ -100,4 +100,4 @@ def run(settings: Settings, console: Console) -> None:
     if settings.redis_url is None:
         console.print(f"The embedded Redis keeps running at {url}, with its data in "
                       f"{settings.home / 'redis'}; `predictq redis stop` stops it.",
-                      markup=False)  # fmt: skip
+                      markup=False, soft_wrap=True)  # fmt: skip
