@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+from redis.exceptions import NoPermissionError
 
 from .errors import RedisUnavailable
 
@@ -38,7 +39,14 @@ def server_of(info: Mapping[str, Any]) -> tuple[str, str]:
 def check_server_version(client: redis.Redis) -> tuple[str, str]:
     """Refuse (``RedisUnavailable``) a server older than Redis 7.0 / Valkey 7.2; else its
     ``(name, version)``. Workers call it at start."""
-    name, version = server_of(client.info("server"))
+    try:
+        name, version = server_of(client.info("server"))
+    except redis.RedisError as e:
+        # INFO is in ACL's @dangerous category; HELLO, allowed to every user, names it too.
+        if not isinstance(e.__cause__ if isinstance(e, RedisUnavailable) else e, NoPermissionError):
+            raise
+        hello = client.execute_command("HELLO")  # type: ignore[no-untyped-call]
+        name, version = str(hello["server"]), str(hello["version"])
     if too_old(name, version):
         kwargs = client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"

@@ -192,6 +192,19 @@ def test_servers_older_than_redis_7_or_valkey_7_2_are_refused(redis_url: str) ->
     assert name in {"redis", "valkey"} and not too_old(name, version)
 
 
+def test_the_version_check_works_for_an_acl_user_that_may_not_run_info(locked: int) -> None:
+    admin = redis.Redis(port=locked, password=PASSWORD)
+    admin.acl_setuser("pq-noinfo", enabled=True, passwords=["+pq-pass"], keys=["*"],
+                      channels=["*"], commands=["+@all", "-info"])  # fmt: skip
+    admin.close()
+    client = connect(f"redis://pq-noinfo:pq-pass@127.0.0.1:{locked}/0")
+    with pytest.raises(RedisUnavailable, match="may not do what predictq needs"):
+        client.info("server")
+    name, version = check_server_version(client)
+    assert not too_old(name, version)
+    client.close()
+
+
 def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     run = _cli("status", env={"PREDICTQ_EMBEDDED_PORT": "not-a-port",
                               "PREDICTQ_HOME": str(tmp_path)})  # fmt: skip
