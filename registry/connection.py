@@ -13,7 +13,7 @@ from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.client import Pipeline
+from redis.client import Pipeline, PubSub
 from redis.exceptions import (
     AuthenticationWrongNumberOfArgsError,
     BusyLoadingError,
@@ -133,6 +133,24 @@ class _Pipeline(Pipeline):
             _reraise(e, self.where)
 
 
+class _PubSub(PubSub):
+    where = "redis"
+
+    def execute_command(self, *args: Any) -> Any:
+        try:
+            return super().execute_command(*args)  # type: ignore[no-untyped-call]
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+    def get_message(
+        self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
+    ) -> Any:
+        try:
+            return super().get_message(ignore_subscribe_messages, timeout)  # type: ignore[arg-type]
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+
 class PredictqRedis(redis.Redis):
     """A redis-py client whose connection, auth, URL and protocol errors are RedisUnavailable."""
 
@@ -148,6 +166,13 @@ class PredictqRedis(redis.Redis):
         pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.where = self.where
         return pipe
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        pubsub = super().pubsub(**kwargs)  # type: ignore[no-untyped-call]
+        # Its constructor's arguments vary across redis-py versions: re-class the one it built.
+        pubsub.__class__ = _PubSub
+        pubsub.where = self.where
+        return cast(PubSub, pubsub)
 
 
 def connect(url: str) -> redis.Redis:

@@ -151,6 +151,10 @@ def test_client_and_registry_raise_redis_unavailable_that_retry_loops_still_catc
         pipe = Registry(url, settings=settings).redis.pipeline()
         pipe.get("x")
         pipe.execute()
+    with pytest.raises(RedisUnavailable, match=says):
+        Client(url, settings=settings).wait("0" * 32, timeout=1)
+    with pytest.raises(RedisUnavailable, match=says):
+        Registry(url, settings=settings).redis.pubsub().subscribe("x")
 
 
 def test_redis_unavailable_keeps_its_message_and_kind_through_pickling() -> None:
