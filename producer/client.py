@@ -19,6 +19,7 @@ from registry import (
     JobNotFound,
     JobTimeout,
     ModelVersion,
+    RedisUnavailable,
     Registry,
     Settings,
     get_settings,
@@ -41,6 +42,8 @@ _BATCH_JOBS = 128
 # Longest single block on a wake-up list: bounds how stale a missed wake-up can leave a waiter.
 _WAKE_SLICE = 1.0
 _POLL_EVERY = 5.0
+# Pause between attempts to reach a Redis that went away during a wait.
+_RECONNECT_PAUSE = 0.1
 # How long a bulk wait's reply list must stay quiet before the first poll of the records.
 _FIRST_POLL = 0.05
 # Waits on at most this many jobs subscribe to their channels; more wait on the reply list.
@@ -379,9 +382,12 @@ class Client:
         # poll for the others waits until that list is quiet for a moment (_FIRST_POLL) rather
         # than reading every record up front. Few jobs are read right after subscribing.
         quiet = _FIRST_POLL
+        lost: redis.ConnectionError | None = None
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if lost is not None:
+                    raise lost  # Redis, not the jobs, is why nothing came back
                 first = next(j for j in order if j in pending)
                 raise JobTimeout(
                     f"{len(pending)} of {len(order)} jobs were not final after {timeout}s "
@@ -389,7 +395,9 @@ class Client:
                     job_id=first,
                 )
             if len(pending) <= _SUBSCRIBE_AT_MOST:
-                self._wait_subscribed(pending, min(remaining, _WAKE_SLICE), results)
+                lost = self._wait_subscribed(pending, min(remaining, _WAKE_SLICE), results)
+                if lost is not None:
+                    time.sleep(min(remaining, _RECONNECT_PAUSE))
                 continue
             woke = self.redis.blpop([self._reply], timeout=min(remaining, quiet))
             if woke is not None:
@@ -427,8 +435,9 @@ class Client:
 
     def _wait_subscribed(
         self, pending: set[str], timeout: float, results: dict[str, JobResult]
-    ) -> None:
-        """Subscribe to the wake-up channels of ``pending``, then wait up to ``timeout``.
+    ) -> redis.ConnectionError | None:
+        """Subscribe to the wake-up channels of ``pending``, then wait up to ``timeout``;
+        the connection error, when Redis went away meanwhile.
 
         One subscriber connection per client is kept open: opening one per wait would cost
         more than the wait itself. Jobs found final on the first read go into ``results``,
@@ -454,13 +463,18 @@ class Client:
                     message = pubsub.get_message(timeout=left)
                     if message is not None and message["type"] == "message":
                         pending.discard(message["channel"][len(_DONE_PREFIX) :])
-            except redis.ConnectionError:
-                # Redis went away: drop the subscriber; the caller's next round starts anew.
+            except redis.ConnectionError as e:
+                # Redis went away: drop the subscriber; the caller's next round starts anew,
+                # unless waiting cannot help (a wrong password, say).
                 pubsub.close()
                 self._pubsub = None
+                if isinstance(e, RedisUnavailable) and not e.transient:
+                    raise
+                return e
             finally:
                 if self._pubsub is not None:
                     pubsub.unsubscribe(*channels)
+        return None
 
     def _drop_final(self, pending: set[str]) -> None:
         """Remove finished jobs from ``pending``; JobNotFound for an unknown or expired one."""

@@ -1,13 +1,35 @@
-"""Resolving the Redis URL (explicit, from settings, or embedded) and opening clients."""
+"""Resolving the Redis URL (explicit, from settings, or embedded) and opening clients.
+
+Every predictq client (``Client``, ``Registry``, the worker runtime) is opened by
+:func:`connect`, so this is the one place where redis-py's connection, auth, URL and protocol
+errors become one ``RedisUnavailable`` that says what is wrong and how to fix it, without
+the password. Replies about the data (OOM, WRONGTYPE, a script's error) pass through as they
+are. ``RedisUnavailable`` is a ``redis.ConnectionError``, so retry loops still see it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.client import Pipeline, PubSub
+from redis.exceptions import (
+    AuthenticationWrongNumberOfArgsError,
+    BusyLoadingError,
+    NoPermissionError,
+)
 
 from .embedded import ensure_embedded
+from .errors import RedisUnavailable
 from .settings import Settings, get_settings
+
+# Bounds the wait on a host that drops packets; redis-py waits for the OS (minutes) by default.
+# A URL's own ?socket_connect_timeout= wins.
+_CONNECT_TIMEOUT = 10.0
+_NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already")
+_NO_HOST = ("Name or service not known", "nodename nor servname", "name resolution",
+            "No address associated")  # fmt: skip
 
 
 def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
@@ -17,14 +39,158 @@ def resolve_url(url: str | None = None, settings: Settings | None = None) -> str
     settings = settings or get_settings()
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value()
-    return ensure_embedded(settings.embedded_port, settings.home / "redis")
+    return ensure_embedded(settings.embedded_port, settings.home / "redis", settings)
+
+
+def redact(url: str) -> str:
+    """``url`` without its user name and password, fit to print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed URL)"
+    query = "&".join(
+        q for q in parts.query.split("&")
+        if q and q.partition("=")[0].lower() not in {"password", "username"}
+    )  # fmt: skip
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
+    """What ``error`` means for the Redis at ``where``, with the fix; None when it is not a
+    connection problem (a reply about the data: OOM, WRONGTYPE, a script's error)."""
+    text = " ".join(str(error).split())
+    at = f"Redis at {where}"
+    if isinstance(error, redis.AuthenticationError | AuthenticationWrongNumberOfArgsError):
+        if any(m in text for m in _NO_PASSWORD):
+            return RedisUnavailable(
+                f"{at} needs a password: put it in the URL, redis://:PASSWORD@host:port/db"
+            )
+        return RedisUnavailable(
+            f"{at} refused the user or password in the URL ({text}): check them"
+        )
+    if isinstance(error, NoPermissionError):
+        return RedisUnavailable(
+            f"the Redis user in the URL may not do what predictq needs at {where} ({text}): "
+            "grant it, or use another user"
+        )
+    if isinstance(error, redis.ResponseError):
+        if "DB index is out of range" in text:
+            return RedisUnavailable(
+                f"{at} has no such database: use a db index below its 'databases' setting "
+                "(0-15 by default)"
+            )
+        return None
+    if isinstance(error, redis.InvalidResponse):
+        return RedisUnavailable(
+            f"what answers at {where} is not Redis ({text}): check the host and port"
+        )
+    if isinstance(error, redis.TimeoutError):
+        tls = " (over TLS: does the server speak TLS on that port?)" if "rediss:" in where else ""
+        return RedisUnavailable(
+            f"{at} did not answer in time{tls}: check that it is up and reachable", transient=True
+        )
+    if isinstance(error, BusyLoadingError):
+        return RedisUnavailable(f"{at} is loading its data: try again shortly", transient=True)
+    if isinstance(error, redis.ConnectionError):
+        if "SSL" in text or "certificate" in text:
+            return RedisUnavailable(
+                f"TLS with {at} failed ({text}): check the server's certificate and the URL's "
+                "ssl_ca_certs= (and ssl_certfile=/ssl_keyfile= if it wants client certificates)"
+            )
+        if any(m in text for m in _NO_HOST):
+            return RedisUnavailable(
+                f"cannot find the host of {at} ({text}): check the host name",
+                transient="Temporary" in text,
+            )
+        return RedisUnavailable(
+            f"cannot connect to {at} ({text}): start it, or fix the URL (PREDICTQ_REDIS_URL)",
+            transient=True,
+        )
+    return None
+
+
+def _reraise(error: redis.RedisError, where: str) -> NoReturn:
+    unavailable = None if isinstance(error, RedisUnavailable) else explain(error, where)
+    if unavailable is None:
+        raise error
+    raise unavailable from error
+
+
+class _Pipeline(Pipeline):
+    where = "redis"
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return super().execute(raise_on_error)
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+
+class _PubSub(PubSub):
+    where = "redis"
+
+    def execute_command(self, *args: Any) -> Any:
+        try:
+            return super().execute_command(*args)  # type: ignore[no-untyped-call]
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+    def get_message(
+        self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
+    ) -> Any:
+        try:
+            return super().get_message(ignore_subscribe_messages, timeout)  # type: ignore[arg-type]
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+
+class PredictqRedis(redis.Redis):
+    """A redis-py client whose connection, auth, URL and protocol errors are RedisUnavailable."""
+
+    where = "redis"
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except redis.RedisError as e:
+            _reraise(e, self.where)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.where = self.where
+        return pipe
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        pubsub = super().pubsub(**kwargs)  # type: ignore[no-untyped-call]
+        # Its constructor's arguments vary across redis-py versions: re-class the one it built.
+        pubsub.__class__ = _PubSub
+        pubsub.where = self.where
+        return cast(PubSub, pubsub)
 
 
 def connect(url: str, **options: Any) -> redis.Redis:
     """A redis-py client for ``url``; passwords, ACL users and rediss:// come from the URL.
 
-    ``options`` are redis-py's (``decode_responses=False`` for a client that reads bytes).
+    ``options`` are redis-py's (``decode_responses=False`` for a client that reads bytes,
+    shorter socket timeouts for a watchdog).
     """
-    return redis.Redis.from_url(
-        url, **{"decode_responses": True, "health_check_interval": 30, **options}
-    )
+    where = redact(url)
+    settings = {"decode_responses": True, "health_check_interval": 30,
+                "socket_connect_timeout": _CONNECT_TIMEOUT, **options}  # fmt: skip
+    try:
+        client = cast(PredictqRedis, PredictqRedis.from_url(url, **settings))
+    except ValueError as e:
+        # The parser names the scheme, port or option that is wrong, never the credentials.
+        raise RedisUnavailable(
+            f"{where} is not a Redis URL ({e}): use redis://[:PASSWORD@]HOST:PORT/DB, "
+            "rediss:// for TLS, or unix://PATH"
+        ) from e
+    client.where = where
+    return client

@@ -6,6 +6,8 @@ the gateway answers with, so one name means the same thing in Python, in Redis a
 
 from __future__ import annotations
 
+import redis
+
 
 class PredictqError(Exception):
     """Raised when predictq cannot do what was asked; the root of every predictq error."""
@@ -85,11 +87,23 @@ class WorkerLost(PredictqError):
     http_status = 500
 
 
-class RedisUnavailable(PredictqError):
-    """Raised when no Redis answers and predictq cannot start its embedded one."""
+class RedisUnavailable(PredictqError, redis.ConnectionError):
+    """Raised when Redis cannot be reached or used: down, wrong URL or password, too old.
+
+    It is also a ``redis.ConnectionError``, so code that retries on redis-py's connection
+    errors keeps doing so. ``transient`` is False when waiting will not help (auth, URL, TLS,
+    server version).
+    """
 
     code = "redis_unavailable"
     http_status = 503
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+    # redis-py's repr drops the message ("network:ConnectionError"); keep Python's.
+    __repr__ = Exception.__repr__
 
 
 class Overloaded(PredictqError):

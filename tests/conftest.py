@@ -22,9 +22,16 @@ from sklearn.linear_model import LogisticRegression
 
 from producer import Client, JobResult
 from registry import Registry, Settings, keys
-from registry.embedded import redis_args, wait_until_answers
+from registry.embedded import find_redis_server, redis_args, server_version, wait_until_answers
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_report_header() -> str:
+    """Which server the session runs on (PREDICTQ_REDIS_SERVER picks one; CI runs both)."""
+    binary = find_redis_server()
+    name, version = server_version(binary)
+    return f"redis server: {name} {version} ({binary})"
 
 
 def free_port() -> int:

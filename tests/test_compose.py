@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
+import redis
 import yaml
+
+from registry import keys
 
 from .conftest import REPO
 
@@ -51,3 +56,33 @@ def test_the_api_service_takes_its_keys_from_the_environment_and_the_image_insta
     )
     assert "8000:8000" in api["ports"]
     assert "api" in (REPO / "Dockerfile").read_text().split("pip install")[1].split("\n")[0]
+
+
+def test_every_service_restarts_by_itself_and_has_a_health_check() -> None:
+    for name, service in _compose()["services"].items():
+        assert service.get("restart") in {"always", "unless-stopped"}, name
+        assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_redis_is_at_least_version_7() -> None:
+    image = _compose()["services"]["redis"]["image"]
+    assert image.startswith("redis:"), image
+    assert int(image.split(":")[1].split("-")[0].split(".")[0]) >= 7, image
+
+
+def test_the_worker_health_check_passes_only_while_this_hosts_node_heartbeat_exists(
+    r: redis.Redis, env: dict[str, str]
+) -> None:
+    test = _compose()["services"]["worker"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "python"]
+
+    def check() -> int:
+        run = subprocess.run([sys.executable, *test[2:]], env={**os.environ, **env}, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "Traceback" not in run.stderr, run.stderr
+        return run.returncode
+
+    r.set(keys.worker("predictq-0@elsewhere"), "{}")
+    assert check() == 1
+    r.set(keys.worker(f"predictq-1@{socket.gethostname()}"), "{}")
+    assert check() == 0

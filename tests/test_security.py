@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from producer import Client, validate_rows
-from registry import InvalidInput, Registry, Settings, Signature
+from registry import InvalidInput, RedisUnavailable, Registry, Settings, Signature
 from registry.embedded import redis_args, wait_until_answers
 
 from .conftest import free_port
@@ -52,8 +52,9 @@ def test_password_and_acl_user_urls_work_end_to_end(
 
 def test_a_wrong_password_is_refused(locked_redis: int, tmp_path: Path) -> None:
     url = f"redis://:wrong@127.0.0.1:{locked_redis}/0"
-    with pytest.raises(redis.AuthenticationError):
+    with pytest.raises(RedisUnavailable, match="refused the user or password") as refused:
         Registry(settings=Settings(redis_url=url, artifact_dir=tmp_path)).models()
+    assert isinstance(refused.value.__cause__, redis.AuthenticationError)
 
 
 def test_a_million_rows_and_oversized_jobs_are_refused_before_anything_is_enqueued(

@@ -13,13 +13,15 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from producer import cli as producer_cli
-from registry import PredictqError, Registry, get_settings, keys
+from registry import PredictqError, RedisUnavailable, Registry, get_settings, keys
 from registry import cli as registry_cli
-from registry.connection import resolve_url
+from registry.connection import connect, resolve_url
 from registry.embedded import stop_embedded
 from registry.liveness import ConsumerState, consumer_states
+from registry.servers import check_server_version
 
 app = typer.Typer(help="predictq: asynchronous predictions for scikit-learn models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -33,6 +35,43 @@ dead_app = typer.Typer(help="Dead letters: contained poison jobs and refused mes
 app.add_typer(dead_app, name="dead")
 console = Console()
 err = Console(stderr=True)
+# How long `predictq worker` waits at start for a Redis that is down, saying so every few seconds.
+_START_PATIENCE = 30.0
+_SAY_EVERY = 5.0
+
+
+def _say(message: str) -> None:
+    """One line on stderr: printed as text (a message may hold [brackets]) and never wrapped."""
+    err.print(Text(" ".join(message.split())), soft_wrap=True, highlight=False)
+
+
+def _check_redis(url: str) -> None:
+    """Before Celery starts: Redis answers and is new enough.
+
+    A Redis that is down or starting is waited for (bounded); a wrong URL, password or server
+    version fails at once. Celery would instead retry for ever, from every pool process.
+    """
+    client = connect(url)
+    deadline = time.monotonic() + _START_PATIENCE
+    said = -_SAY_EVERY
+    try:
+        while True:
+            try:
+                client.ping()
+                check_server_version(client)
+                return
+            except RedisUnavailable as e:
+                now = time.monotonic()
+                if not e.transient:
+                    raise
+                if now > deadline:
+                    raise RedisUnavailable(f"{e.message} (waited {_START_PATIENCE:.0f}s)") from e
+                if now - said >= _SAY_EVERY:
+                    _say(f"waiting for Redis: {e.message}")
+                    said = now
+                time.sleep(1.0)
+    finally:
+        client.close()
 
 
 @app.command()
@@ -58,6 +97,7 @@ def worker(
 
     settings = get_settings()
     url = resolve_url(None, settings)
+    _check_redis(url)
     install(url)
     celery = configure(url, settings)
     celery.worker_main([
@@ -215,5 +255,6 @@ def main() -> None:
     try:
         app()
     except PredictqError as e:
-        err.print(f"[red]error[/] ({e.code}): {e.message}")
+        err.print(Text.assemble(("error", "red"), f" ({e.code}): {' '.join(e.message.split())}"),
+                  soft_wrap=True, highlight=False)  # fmt: skip
         sys.exit(2 if e.code == "invalid_input" else 1)

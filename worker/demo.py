@@ -97,3 +97,7 @@ def run(settings: Settings, console: Console) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if settings.redis_url is None:
+        console.print(f"The embedded Redis keeps running at {url}, with its data in "
+                      f"{settings.home / 'redis'}; `predictq redis stop` stops it.",
+                      markup=False, soft_wrap=True)  # fmt: skip
