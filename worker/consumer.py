@@ -26,8 +26,8 @@ from registry import keys
 
 from . import ledger
 from .batching import configure_sklearn
-from .recovery import surrender
 from .runtime import Claim, Runtime
+from .takeover import surrender
 
 log = logging.getLogger(__name__)
 
