@@ -308,7 +308,7 @@ class Client:
             self.settings.max_queued, admit, len(messages), *messages,
             *per_job,
         ]  # fmt: skip
-        flags = self._submit(keys=[queue, keys.QUEUED], args=argv)
+        flags = self._submit(keys=[queue, keys.queued(queue)], args=argv)
         if isinstance(flags, int):
             raise admission.queue_full(flags, admit, self.settings.max_queued)
         return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
@@ -501,7 +501,7 @@ class Client:
         for start in range(0, len(job_ids), _SUBMIT_CHUNK):
             now = time.time()
             before += self._cancel(
-                keys=[records.stats_key(now), keys.QUEUED],
+                keys=[records.stats_key(now), keys.queued(self.settings.queue)],
                 args=[f"{now:.6f}", keys.STATS_TTL, JOB_PREFIX, _DONE_PREFIX, keys.REPLY_TTL,
                       *job_ids[start : start + _SUBMIT_CHUNK]],
             )  # fmt: skip

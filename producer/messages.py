@@ -32,7 +32,7 @@ _TEMPLATE = (
     '"shadow":null,"eta":null,"expires":null,"group":null,"group_index":null,"retries":0,'
     '"timelimit":[null,null],"root_id":%(id)s,"parent_id":null,"argsrepr":"()",'
     '"kwargsrepr":%(repr)s,"origin":' + json.dumps(_ORIGIN) + ',"ignore_result":true,'
-    '"replaced_task_nesting":0,"stamped_headers":null,"stamps":{},"predictq_record":true},'
+    '"replaced_task_nesting":0,"stamped_headers":null,"stamps":{},"predictq_record":%(record)s},'
     '"body":"%(body)s","content-encoding":"utf-8","content-type":"application/json",'
     '"properties":{"correlation_id":%(id)s,"reply_to":"","delivery_mode":2,'
     '"delivery_info":{"exchange":"","routing_key":%(queue)s},"priority":0,'
@@ -42,10 +42,13 @@ _TASK = json.dumps(TASK_NAME)
 _BATCH_TASK = json.dumps(BATCH_TASK_NAME)
 
 
-def _envelope(task: str, task_id: str, body: bytes, repr_: str, jobs: int, queue: str) -> str:
+def _envelope(
+    task: str, task_id: str, body: bytes, repr_: str, jobs: int, queue: str, record: bool = True
+) -> str:
     quoted_id = json.dumps(task_id)
     return _TEMPLATE % {
         "jobs": jobs,
+        "record": "true" if record else "false",
         "at": time.time(),
         "task": task,
         "body": base64.b64encode(body).decode(),
@@ -56,13 +59,17 @@ def _envelope(task: str, task_id: str, body: bytes, repr_: str, jobs: int, queue
     }
 
 
-def task_message(job_id: str, kwargs: dict[str, Any], queue: str) -> str:
-    """The Redis-transport JSON of a ``predictq.predict`` task message for ``job_id``."""
+def task_message(job_id: str, kwargs: dict[str, Any], queue: str, *, record: bool = True) -> str:
+    """The Redis-transport JSON of a ``predictq.predict`` task message for ``job_id``.
+
+    ``record``: whether the job's record was written at submission (a job a stock client sent
+    has none until a worker starts it, and the worker then writes it from the message).
+    """
     body = b"[[]," + orjson.dumps(kwargs, option=orjson.OPT_SERIALIZE_NUMPY) + _EMBED
     rows = kwargs.get("rows")
     count = len(rows) if isinstance(rows, list) else "?"
     repr_ = f"{{'model': {kwargs.get('model')!r}, 'rows': <{count}>}}"
-    return _envelope(_TASK, job_id, body, repr_, 1, queue)
+    return _envelope(_TASK, job_id, body, repr_, 1, queue, record)
 
 
 def batch_message(

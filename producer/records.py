@@ -30,7 +30,8 @@ end
 # probabilities, ttl, wake-up list prefix, most jobs queued, jobs to admit (0: already admitted),
 # message count m, the m messages, then per job: id, and its own message (a job sent alone; ''
 # for a job in a batch message, whose claim list holds its message until it ends). Writes each
-# record as 'queued', indexes it and pushes the messages. With the check on and any ID taken,
+# record as 'queued', indexes it and pushes the messages, with the time it was queued on Redis's
+# clock in the index and in each message's ``predictq_at``. With the check on and any ID taken,
 # nothing is written: the caller leaves those jobs out of its messages and calls again. Returns
 # 1 (enqueued) or 0 (ID exists) per job; or, when the queued index plus the jobs to admit (the
 # whole submission, on its first call) would pass the most jobs queued, the number queued, and
@@ -58,23 +59,32 @@ if admit > 0 then
   local waiting = redis.call('ZCARD', KEYS[2])
   if waiting + admit > tonumber(ARGV[11]) then return waiting end
 end
+-- Redis's clock, not the producer's: the sweeper compares the time each job was queued with the
+-- stamp of the oldest waiting message, and producers' clocks may differ.
+local t = redis.call('TIME')
+local at = t[1] .. '.' .. string.format('%06d', t[2])
+local function stamped(msg)
+  return (string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. at, 1))
+end
 local queued = {}
 for b = first, #ARGV, 2 do
   local key = ARGV[4] .. ARGV[b]
   redis.call('HSET', key, 'status', 'queued', 'model', ARGV[5], 'alias', ARGV[6],
     'version', ARGV[7], 'probabilities', ARGV[8], 'ttl', ARGV[9], 'submitted_at', ARGV[1],
-    'attempts', '0', 'payload', ARGV[b + 1])
+    'attempts', '0', 'payload', stamped(ARGV[b + 1]))
   if ARGV[2] == '*' then
     redis.call('HSET', key, 'reply', ARGV[10] .. ARGV[b])
   elseif ARGV[2] ~= '' then
     redis.call('HSET', key, 'reply', ARGV[2])
   end
   redis.call('EXPIRE', key, ARGV[9])
-  queued[#queued + 1] = ARGV[1]; queued[#queued + 1] = ARGV[b]
+  queued[#queued + 1] = at; queued[#queued + 1] = ARGV[b]
   out[#out + 1] = 1
 end
 sliced('ZADD', KEYS[2], queued)
-sliced('LPUSH', KEYS[1], ARGV, 14, 13 + m)
+local messages = {}
+for i = 14, 13 + m do messages[#messages + 1] = stamped(ARGV[i]) end
+sliced('LPUSH', KEYS[1], messages)
 return out
 """
 )

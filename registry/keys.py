@@ -27,7 +27,8 @@
 - ``predictq:tries:{id}``                     deliveries of a job that has no record yet (expires)
 - ``predictq:consumers``                      hash worker process -> its batch consumer's state JSON
 - ``predictq:dead``                           dead letters: JSON entries (bounded)
-- ``predictq:queued``                         zset job id -> time it was (re)queued, until it starts
+- ``predictq:queued:{queue}``                 zset job id -> when it was (re)queued (Redis time),
+                                              until it starts
 - ``{queue}.isolate``                         jobs recovered from a crashed batch, run one at a time
 - ``predictq:worker:{name}``                  worker heartbeat JSON (expires)
 - ``predictq:load_failures``                  hash "{model}:{version}:{worker}" -> error JSON
@@ -42,7 +43,6 @@ EVENTS = f"{PREFIX}:events"
 LOAD_FAILURES = f"{PREFIX}:load_failures"
 INFLIGHT = f"{PREFIX}:inflight"
 DEAD = f"{PREFIX}:dead"
-QUEUED = f"{PREFIX}:queued"
 LEASES = f"{PREFIX}:leases"
 RECOVERING = f"{PREFIX}:recovering"
 CONSUMERS = f"{PREFIX}:consumers"
@@ -111,6 +111,10 @@ def claiming(worker: str) -> str:
 
 def busy(worker: str) -> str:
     return f"{PREFIX}:busy:{worker}"
+
+
+def queued(queue: str) -> str:
+    return f"{PREFIX}:queued:{queue}"
 
 
 def recovering(worker: str, token: str) -> str:

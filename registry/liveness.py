@@ -47,5 +47,7 @@ def consumer_states(reports: dict[Any, Any], now: float, time_limit: float) -> l
 
 
 def consuming(states: list[ConsumerState]) -> bool:
-    """Whether at least one consumer is taking jobs."""
-    return any(s.state == "consuming" for s in states)
+    """Whether the consumers may be taking jobs: one says it is, or none reported yet (a node
+    starting, or a pool process just forked again after a promotion). Only consumers that all
+    report failures count as not taking any."""
+    return not states or any(s.state == "consuming" for s in states)

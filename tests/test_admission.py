@@ -26,7 +26,7 @@ ROW = [0.5] * 6
 def ledger(r: redis.Redis) -> tuple[int, int, int]:
     """What a submission writes: queued index entries, queue messages, job records."""
     records = sum(1 for _ in r.scan_iter(match=keys.job("*"), count=1000))
-    return r.zcard(keys.QUEUED), r.llen("predictq"), records
+    return r.zcard(keys.queued("predictq")), r.llen("predictq"), records
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_a_submit_many_that_would_cross_the_limit_is_refused_whole_not_chunk_by_
             client.submit_many(promoted, [[ROW]] * 2000)
         assert ledger(r) == (0, 0, 0)
         assert len(client.submit_many(promoted, [[ROW]] * 1500)) == 1500
-        assert r.zcard(keys.QUEUED) == 1500
+        assert r.zcard(keys.queued("predictq")) == 1500
 
 
 @pytest.mark.timeout(60)
@@ -124,7 +124,7 @@ def test_redis_out_of_memory_refuses_submissions_and_still_lets_queued_jobs_be_c
         assert ledger(r) == (1, 1, 1)
         assert client.cancel(queued) is True  # cancelling frees memory, so it runs under OOM
         assert client.result(queued).status == "cancelled"
-        assert r.zcard(keys.QUEUED) == 0
+        assert r.zcard(keys.queued("predictq")) == 0
 
 
 @pytest.mark.timeout(60)
@@ -136,7 +136,7 @@ def test_an_oom_reply_to_a_later_chunk_cancels_what_the_submission_enqueued(
         before = used_memory(r)
         client.submit_many(promoted, [[ROW]] * 1024)
         chunk = used_memory(r) - before
-        r.delete(keys.QUEUED, "predictq", *r.scan_iter(match=keys.job("*"), count=1000))
+        r.delete(keys.queued("predictq"), "predictq", *r.scan_iter(match=keys.job("*")))
         # Redis refuses a script's first write past maxmemory but lets a script that has written
         # finish: with most of a chunk to spare, the first chunk goes in and a later one is
         # refused.
@@ -208,7 +208,9 @@ def test_a_batch_whose_owner_record_meets_a_full_redis_over_http_is_cancelled_wh
             assert http.post(f"/v1/models/{promoted}/jobs:batch", json=batch).status_code == 202
             r.delete(*r.scan_iter(match=keys.owner("*"), count=1000))
             jobs = used_memory(r) - before
-            r.delete(keys.QUEUED, "predictq", *r.scan_iter(match=keys.job("*"), count=1000))
+            r.delete(
+                keys.queued("predictq"), "predictq", *r.scan_iter(match=keys.job("*"), count=1000)
+            )
             # Room for the jobs' one script call, none left for their owners afterwards.
             maxmemory(used_memory(r) + int(0.8 * jobs))
             answer = http.post(f"/v1/models/{promoted}/jobs:batch", json=batch)

@@ -14,7 +14,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -26,18 +29,51 @@ from producer import Client
 from registry import Overloaded, Registry, Settings, keys
 from worker.recovery import Sweeper
 
-from .conftest import RedisServer, finished, report, wait_for
+from .conftest import RedisServer, Worker, finished, report, wait_for
 from .poison import PoisonClassifier, SlowClassifier
 
 X3 = np.zeros((2, 3))
 Y2 = np.array([0, 1])
 
 
-def _own_redis(tmp_path: Path, name: str) -> tuple[RedisServer, Settings, redis.Redis]:
-    server = RedisServer(tmp_path / name)
-    settings = Settings(redis_url=server.url, home=tmp_path / "home",
-                        artifact_dir=tmp_path / "artifacts", alias_cache_seconds=0)  # fmt: skip
-    return server, settings, redis.Redis.from_url(server.url, decode_responses=True)
+@dataclass
+class Stage:
+    """A Redis server of the test's own (to restart, fill or demote), a model promoted on it,
+    a client, and workers started against it."""
+
+    server: RedisServer
+    settings: Settings
+    r: redis.Redis
+    client: Client
+    workers: list[Worker]
+    start_worker: Callable[..., Worker]
+
+    def worker(self, concurrency: int = 1, **env: str) -> Worker:
+        w = self.start_worker(concurrency=concurrency, PREDICTQ_REDIS_URL=self.server.url,
+                              redis_client=self.r, **env)  # fmt: skip
+        self.workers.append(w)
+        return w
+
+
+@pytest.fixture
+def stage(tmp_path: Path, start_worker: Callable[..., Worker]) -> Iterator[Callable[..., Stage]]:
+    stages: list[Stage] = []
+
+    def make(model: str, estimator: Any) -> Stage:
+        server = RedisServer(tmp_path / f"redis-{len(stages)}")
+        settings = Settings(redis_url=server.url, home=tmp_path / "home",
+                            artifact_dir=tmp_path / "artifacts", alias_cache_seconds=0)  # fmt: skip
+        Registry(settings=settings).register(model, estimator, promote=True)
+        made = Stage(server, settings, redis.Redis.from_url(server.url, decode_responses=True),
+                     Client(server.url, settings=settings), [], start_worker)  # fmt: skip
+        stages.append(made)
+        return made
+
+    yield make
+    for made in stages:  # workers first: a worker stopping with no Redis waits for it
+        for w in made.workers:
+            w.stop()
+        made.server.stop()
 
 
 def _statuses(r: redis.Redis, ids: list[str]) -> list[str | None]:
@@ -47,32 +83,24 @@ def _statuses(r: redis.Redis, ids: list[str]) -> list[str | None]:
     return pipe.execute()
 
 
-def test_a_redis_restart_under_light_traffic_leaves_no_job_running(
-    tmp_path: Path, start_worker
-) -> None:
+def test_a_redis_restart_under_light_traffic_leaves_no_job_running(stage) -> None:
     """Review #1 (a): an outage while a lone job runs used to leave it 'running' for 24 h."""
-    server, settings, r = _own_redis(tmp_path, "restart-light")
-    try:
-        Registry(settings=settings).register("slow", SlowClassifier(delay=1.5).fit(X3, Y2),
-                                             promote=True)  # fmt: skip
-        worker = start_worker(concurrency=1, PREDICTQ_REDIS_URL=server.url, redis_client=r)
-        client = Client(server.url, settings=settings)
-        first = client.submit("slow", [[1.0, 0.0, 0.0]])
-        wait_for(lambda: r.hget(keys.job(first), "status") == "running", 30, "the job to start")
+    s = stage("slow", SlowClassifier(delay=1.5).fit(X3, Y2))
+    worker = s.worker()
+    first = s.client.submit("slow", [[1.0, 0.0, 0.0]])
+    wait_for(lambda: s.r.hget(keys.job(first), "status") == "running", 30, "the job to start")
 
-        server.stop()
-        time.sleep(4)  # an outage longer than redis-py's retries: the fault under test
-        server.start()
-        second = client.submit("slow", [[2.0, 0.0, 0.0]])
+    s.server.stop()
+    time.sleep(4)  # an outage longer than redis-py's retries: the fault under test
+    s.server.start()
+    second = s.client.submit("slow", [[2.0, 0.0, 0.0]])
 
-        results = client.wait_many([first, second], timeout=60)
-        counts = report("restart under light traffic", [first, second], results, r)
-        assert counts["lost"] == 0
-        assert [res.status for res in results] == ["succeeded", "succeeded"]
-        assert not r.exists(keys.claiming(results[0].worker or ""))
-        assert worker.proc.poll() is None
-    finally:
-        server.stop()
+    results = s.client.wait_many([first, second], timeout=60)
+    counts = report("restart under light traffic", [first, second], results, s.r)
+    assert counts["lost"] == 0
+    assert [res.status for res in results] == ["succeeded", "succeeded"]
+    assert not s.r.exists(keys.claiming(results[0].worker or ""))
+    assert worker.proc.poll() is None
 
 
 def test_a_stock_batch_message_of_1000_jobs_followed_by_a_lone_job_runs_every_job_once(
@@ -225,90 +253,64 @@ def test_a_message_that_kills_its_process_before_it_starts_is_contained(
     )
 
 
-def test_a_full_redis_refuses_new_jobs_and_drains_the_queue_then_recovers(
-    tmp_path: Path, start_worker
-) -> None:
+def test_a_full_redis_refuses_new_jobs_and_drains_the_queue_then_recovers(stage) -> None:
     """The issue's measurement: under noeviction a full Redis deadlocked everything, and a
     worker started then died at start-up."""
-    server, settings, r = _own_redis(tmp_path, "full")
-    try:
-        Registry(settings=settings).register("fast", PoisonClassifier().fit(X3, Y2),
-                                             promote=True)  # fmt: skip
-        client = Client(server.url, settings=settings)
-        ids = client.submit_many("fast", [[[float(i % 5), 0.0, 0.0]] for i in range(3000)])
-        r.config_set("maxmemory-policy", "noeviction")
-        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 1024)
-        with pytest.raises(Overloaded):
-            client.submit("fast", [[1.0, 0.0, 0.0]])
+    s = stage("fast", PoisonClassifier().fit(X3, Y2))
+    ids = s.client.submit_many("fast", [[[float(i % 5), 0.0, 0.0]] for i in range(3000)])
+    s.r.config_set("maxmemory-policy", "noeviction")
+    s.r.config_set("maxmemory", int(s.r.info("memory")["used_memory"]) - 1024)
+    with pytest.raises(Overloaded):
+        s.client.submit("fast", [[1.0, 0.0, 0.0]])
 
-        worker = start_worker(concurrency=2, PREDICTQ_REDIS_URL=server.url, redis_client=r)
-        results = client.wait_many(ids, timeout=120)
-        counts = report("full Redis", ids, results, r)
-        assert counts["lost"] == 0
-        assert counts["succeeded"] == 3000
-        assert counts["duplicated"] == 0
-        assert worker.proc.poll() is None, worker.output()
+    worker = s.worker(concurrency=2)  # started while Redis is full
+    results = s.client.wait_many(ids, timeout=120)
+    counts = report("full Redis", ids, results, s.r)
+    assert counts["lost"] == 0
+    assert counts["succeeded"] == 3000
+    assert counts["duplicated"] == 0
+    assert worker.proc.poll() is None, worker.output()
 
-        r.config_set("maxmemory", 0)
-        after = client.wait(client.submit("fast", [[1.0, 0.0, 0.0]]), timeout=30)
-        assert after.status == "succeeded"
-        assert worker.proc.poll() is None
-    finally:
-        server.stop()
+    s.r.config_set("maxmemory", 0)
+    after = s.client.wait(s.client.submit("fast", [[1.0, 0.0, 0.0]]), timeout=30)
+    assert after.status == "succeeded"
+    assert worker.proc.poll() is None
 
 
-def test_a_redis_that_fills_up_while_jobs_run_then_empties_loses_nothing(
-    tmp_path: Path, start_worker
-) -> None:
+def test_a_redis_that_fills_up_while_jobs_run_then_empties_loses_nothing(stage) -> None:
     """Review #2 (i): three OOM replies in a row killed the consumer thread of a live process."""
-    server, settings, r = _own_redis(tmp_path, "fills")
-    try:
-        Registry(settings=settings).register("slow", SlowClassifier(delay=0.5).fit(X3, Y2),
-                                             promote=True)  # fmt: skip
-        worker = start_worker(concurrency=1, PREDICTQ_REDIS_URL=server.url, redis_client=r)
-        client = Client(server.url, settings=settings)
-        ids = [client.submit("slow", [[float(i), 0.0, 0.0]]) for i in range(6)]
-        wait_for(lambda: "running" in _statuses(r, ids), 30, "a job to start")
-        r.config_set("maxmemory-policy", "noeviction")
-        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 1024)
-        time.sleep(3)  # the fault under test: several seconds of a full Redis
-        r.config_set("maxmemory", 0)
+    s = stage("slow", SlowClassifier(delay=0.5).fit(X3, Y2))
+    worker = s.worker()
+    ids = [s.client.submit("slow", [[float(i), 0.0, 0.0]]) for i in range(6)]
+    wait_for(lambda: "running" in _statuses(s.r, ids), 30, "a job to start")
+    s.r.config_set("maxmemory-policy", "noeviction")
+    s.r.config_set("maxmemory", int(s.r.info("memory")["used_memory"]) - 1024)
+    time.sleep(3)  # the fault under test: several seconds of a full Redis
+    s.r.config_set("maxmemory", 0)
 
-        results = client.wait_many(ids, timeout=60)
-        counts = report("Redis fills up", ids, results, r)
-        assert counts["lost"] == 0
-        assert counts["succeeded"] == 6
-        assert counts["duplicated"] == 0
-        assert worker.proc.poll() is None
-        assert "Exception in thread" not in worker.output()
-    finally:
-        server.stop()
+    results = s.client.wait_many(ids, timeout=60)
+    counts = report("Redis fills up", ids, results, s.r)
+    assert counts["lost"] == 0
+    assert counts["succeeded"] == 6
+    assert counts["duplicated"] == 0
+    assert worker.proc.poll() is None
+    assert "Exception in thread" not in worker.output()
 
 
-def test_a_redis_outage_longer_than_the_time_limit_does_not_time_jobs_out(
-    tmp_path: Path, start_worker
-) -> None:
+def test_a_redis_outage_longer_than_the_time_limit_does_not_time_jobs_out(stage) -> None:
     """Review #5: the batch deadline counted time spent waiting for Redis."""
-    server, settings, r = _own_redis(tmp_path, "outage")
-    try:
-        Registry(settings=settings).register("slow", SlowClassifier(delay=1.0).fit(X3, Y2),
-                                             promote=True)  # fmt: skip
-        limits = {"PREDICTQ_TIME_LIMIT": "3", "PREDICTQ_VISIBILITY_TIMEOUT": "60"}
-        worker = start_worker(concurrency=1, PREDICTQ_REDIS_URL=server.url, redis_client=r,
-                              **limits)  # fmt: skip
-        client = Client(server.url, settings=settings)
-        job = client.submit("slow", [[1.0, 0.0, 0.0]])
-        wait_for(lambda: r.hget(keys.job(job), "status") == "running", 30, "the job to start")
-        server.stop()
-        time.sleep(5)  # the fault under test: an outage longer than the time limit
-        server.start()
+    s = stage("slow", SlowClassifier(delay=1.0).fit(X3, Y2))
+    worker = s.worker(PREDICTQ_TIME_LIMIT="3", PREDICTQ_VISIBILITY_TIMEOUT="60")
+    job = s.client.submit("slow", [[1.0, 0.0, 0.0]])
+    wait_for(lambda: s.r.hget(keys.job(job), "status") == "running", 30, "the job to start")
+    s.server.stop()
+    time.sleep(5)  # the fault under test: an outage longer than the time limit
+    s.server.start()
 
-        res = client.wait(job, timeout=60)
-        report("outage past the time limit", [job], [res], r)
-        assert res.status == "succeeded", res.error
-        assert "stopping this pool process" not in worker.output()
-    finally:
-        server.stop()
+    res = s.client.wait(job, timeout=60)
+    report("outage past the time limit", [job], [res], s.r)
+    assert res.status == "succeeded", res.error
+    assert "stopping this pool process" not in worker.output()
 
 
 def test_a_job_whose_message_was_lost_ends_while_the_queue_stays_busy(
@@ -318,7 +320,8 @@ def test_a_job_whose_message_was_lost_ends_while_the_queue_stays_busy(
     registry.register("slow", SlowClassifier(delay=0.05).fit(X3, Y2), promote=True)
     lost = client.submit("slow", [[1.0, 0.0, 0.0]])
     assert r.lrem("predictq", 1, r.lindex("predictq", 0)) == 1  # the message vanishes
-    r.zadd(keys.QUEUED, {lost: time.time() - 60})  # ... a minute ago
+    seconds, _ = r.time()
+    r.zadd(keys.queued("predictq"), {lost: seconds - 60})  # ... a minute ago
     busy = client.submit_many("slow", [[[float(i), 0.0, 0.0]] for i in range(600)])
     start_worker(concurrency=1, PREDICTQ_LOST_QUEUED_AFTER="1", PREDICTQ_BATCH_MAX_ROWS="1")
 
@@ -346,25 +349,19 @@ def test_with_batching_off_prefetched_jobs_are_not_taken_for_lost(
     assert counts["duplicated"] == 0
 
 
-def test_a_failover_demotion_does_not_stop_the_worker_node(tmp_path: Path, start_worker) -> None:
+def test_a_failover_demotion_does_not_stop_the_worker_node(stage) -> None:
     """Review #10: UNBLOCKED from a demoted Redis made Celery's consumer exit the node."""
-    server, settings, r = _own_redis(tmp_path, "failover")
-    try:
-        Registry(settings=settings).register("fast", PoisonClassifier().fit(X3, Y2),
-                                             promote=True)  # fmt: skip
-        worker = start_worker(concurrency=1, PREDICTQ_REDIS_URL=server.url, redis_client=r)
-        client = Client(server.url, settings=settings)
-        assert client.wait(client.submit("fast", [[1.0, 0.0, 0.0]]), timeout=30).done
-        r.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
-        wait_for(lambda: "UNBLOCKED" in worker.output() or "READONLY" in worker.output(), 20,
-                 "the worker to meet the demotion")  # fmt: skip
-        r.execute_command("REPLICAOF", "NO", "ONE")
+    s = stage("fast", PoisonClassifier().fit(X3, Y2))
+    worker = s.worker()
+    assert s.client.wait(s.client.submit("fast", [[1.0, 0.0, 0.0]]), timeout=30).done
+    s.r.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
+    wait_for(lambda: "UNBLOCKED" in worker.output() or "READONLY" in worker.output(), 20,
+             "the worker to meet the demotion")  # fmt: skip
+    s.r.execute_command("REPLICAOF", "NO", "ONE")
 
-        res = client.wait(client.submit("fast", [[1.0, 0.0, 0.0]]), timeout=60)
-        assert res.status == "succeeded"
-        assert worker.proc.poll() is None, worker.output()
-    finally:
-        server.stop()
+    res = s.client.wait(s.client.submit("fast", [[1.0, 0.0, 0.0]]), timeout=60)
+    assert res.status == "succeeded"
+    assert worker.proc.poll() is None, worker.output()
 
 
 def test_a_whole_node_killed_has_its_jobs_requeued_within_15_seconds(
@@ -434,13 +431,15 @@ def test_consumers_that_keep_failing_keep_looping_and_say_so_in_status_and_ready
     import sys
 
     def ready() -> tuple[int, dict]:
-        resp = api.http().get("/readyz")
+        with api.http() as http:
+            resp = http.get("/readyz")
         return resp.status_code, resp.json()
 
     wait_for(lambda: ready()[0] == 200, 30, "the API to be ready")
     r.set(keys.isolate("predictq"), "not a list")  # every claim now fails with WRONGTYPE
     wait_for(lambda: ready()[0] == 503, 30, "readyz to see the failing consumer")
-    status = subprocess.run([sys.executable, "-m", "worker", "status"], env={**os.environ, **env},
+    status = subprocess.run([sys.executable, "-m", "worker", "status"],
+                            env={**os.environ, **env, "COLUMNS": "300"},  # no wrapped cells
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     r.delete(keys.isolate("predictq"))
     wait_for(lambda: ready()[0] == 200, 30, "readyz to see the consumer back")
@@ -466,7 +465,8 @@ def test_a_pool_process_whose_batch_was_taken_over_is_replaced_and_status_counts
     wait_for(lambda: not psutil.pid_exists(pid), 30, "the process to be replaced")
     wait_for(lambda: '"replaced": 1' in (r.get(keys.worker(worker.name)) or ""), 30,
              "the heartbeat to count it")  # fmt: skip
-    status = subprocess.run([sys.executable, "-m", "worker", "status"], env={**os.environ, **env},
+    status = subprocess.run([sys.executable, "-m", "worker", "status"],
+                            env={**os.environ, **env, "COLUMNS": "300"},  # no wrapped cells
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "1 replaced" in status.stdout, status.stdout
     assert client.wait(client.submit(promoted, [[0.0] * 6]), timeout=30).status == "succeeded"

@@ -122,7 +122,8 @@ def status() -> None:
     reg = Registry(settings=settings)
     r = reg.redis
     # A batch message carries many jobs: count jobs by the queued index, not the list length.
-    console.print(f"queue [bold]{settings.queue}[/]: {r.zcard(keys.QUEUED)} job(s) queued, in "
+    waiting = r.zcard(keys.queued(settings.queue))
+    console.print(f"queue [bold]{settings.queue}[/]: {waiting} job(s) queued, in "
                   f"{r.llen(settings.queue)} message(s)")  # fmt: skip
     workers = Table("worker", "pid", "concurrency", "consumers", "serving", "up", title="workers")
     consumers = consumer_states(r.hgetall(keys.CONSUMERS), time.time(), settings.time_limit)

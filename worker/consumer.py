@@ -197,7 +197,7 @@ class BatchConsumer(threading.Thread):
                 if not isolated and window > 0 and len(jobs) < limit:
                     deadline = time.monotonic() + window
                     while len(jobs) < limit and time.monotonic() < deadline:
-                        more = self.runtime.claim(limit - len(jobs), block=0, fresh=False)
+                        more = self.runtime.claim(limit, block=0, fresh=False, held=len(jobs))
                         jobs += more.jobs if more else []
                 if self._stopping.is_set() or self._recycled():
                     self.runtime.run(jobs)  # claim nothing more: this process is leaving

@@ -26,10 +26,12 @@ if not st then return 'expired' end
 -- The record's payload is whole; the dead letter's may be an excerpt.
 local msg = redis.call('HGET', key, 'payload')
 if not msg or msg == '' then msg = ARGV[5] end
-msg = string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. ARGV[1], 1)
+local t = redis.call('TIME')
+local at = t[1] .. '.' .. string.format('%06d', t[2])
+msg = string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. at, 1)
 redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', msg,
   'started_at', '', 'finished_at', '', 'submitted_at', ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+redis.call('ZADD', KEYS[3], at, ARGV[4])
 redis.call('DEL', KEYS[4])
 redis.call('LPUSH', KEYS[1], msg)
 return 'retried'
@@ -55,7 +57,7 @@ def retry_dead(client: redis.Redis, settings: Settings, job_ids: set[str] | None
             continue
         outcomes[job_id] = str(
             script(
-                keys=[settings.queue, keys.DEAD, keys.QUEUED, keys.tries(job_id)],
+                keys=[settings.queue, keys.DEAD, keys.queued(settings.queue), keys.tries(job_id)],
                 args=[f"{time.time():.6f}", ledger.JOB_PREFIX, raw, job_id, message],
             )
         )

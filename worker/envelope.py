@@ -137,7 +137,8 @@ def singles(raw: str, queue: str) -> list[tuple[str, str]]:
         return [] if job_id is None else [(job_id, raw)]
     if message.jobs is None:
         return [(message.job_id, raw)]
+    record = message.has_record
     return [
-        (job_id, task_message(job_id, {**message.kwargs, "rows": rows}, queue))
+        (job_id, task_message(job_id, {**message.kwargs, "rows": rows}, queue, record=record))
         for job_id, rows in message.jobs
     ]

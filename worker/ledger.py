@@ -20,8 +20,12 @@ full Redis drains itself instead of deadlocking.
 
 from __future__ import annotations
 
+import time
+
+import orjson
+
 from producer import records as rec
-from registry import keys
+from registry import PredictqError, keys
 
 # The lease on a claim list lasts this long past its last renewal, and a working process renews
 # it this often: a process (or a whole node) that dies has its batch recovered within about
@@ -115,11 +119,12 @@ end
 
 # KEYS: queue, this process's claim list, isolation queue, busy key, leases, dead letters.
 # ARGV: most jobs, '1' to start a batch (it then includes whatever the claim list holds), '1' to
-# look at the isolation queue first, the batch token, lease seconds, worker, dead-letter limit.
-# Moves messages onto the claim list and returns two flags, then the messages: '1' if they are one
-# message from the isolation queue, to run alone (what the claim list held goes back to the head
-# of the queue), and '1' if the queue has more. Until the batch is finished its messages live on
-# that list, so a process that dies mid-batch leaves them where the sweeper finds them.
+# look at the isolation queue first (when the claim list is empty), the batch token, lease
+# seconds, worker, dead-letter limit, jobs the batch already holds (a top-up). Moves messages
+# onto the claim list and returns two flags, then the messages: '1' if they are one message from
+# the isolation queue, to run alone, and '1' if the queue has more. Until the batch is finished
+# its messages live on that list, so a process that dies mid-batch leaves them where the sweeper
+# finds them.
 CLAIM = (
     ALLOW_OOM
     + rec.SLICED
@@ -127,8 +132,9 @@ CLAIM = (
     + _TAKE
     + f"""
 local out = {{'0', '0'}}
-if ARGV[3] == '1' and redis.call('LLEN', KEYS[3]) > 0 then
-  while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do end
+-- Only with nothing on the claim list: what is there was claimed already (perhaps started, by
+-- this process), and is run first.
+if ARGV[3] == '1' and redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) > 0 then
   while true do
     local nxt = redis.call('LINDEX', KEYS[3], -1)
     if not nxt then break end
@@ -141,7 +147,7 @@ if ARGV[3] == '1' and redis.call('LLEN', KEYS[3]) > 0 then
     dead(KEYS[6], ARGV[7], nxt, '{_NOT_TEXT}')
   end
 end
-local total = 0
+local total = tonumber(ARGV[8]) or 0
 if ARGV[2] == '1' then
   for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     if utf8(raw) then
@@ -214,7 +220,7 @@ local function start(A, inflight_key, queued_key)
         'attempts', attempts)
       inflight[#inflight + 1] = A[3]; inflight[#inflight + 1] = id
       local v = false
-      if not rec[4] or rec[4] == '' then
+      if (not rec[4] or rec[4] == '') and rec[2] and rec[3] then
         local akey = '{keys.PREFIX}:model:' .. rec[2] .. ':aliases'
         local cached = resolved[akey .. '|' .. rec[3]]
         if cached == nil then
@@ -354,6 +360,26 @@ return 1
 SET_EX = ALLOW_OOM + "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\nreturn 1\n"
 # KEYS: the hash. ARGV: field, value. The same for a hash field.
 HSET = ALLOW_OOM + "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+
+# KEYS: dead letters. ARGV: entry, limit. Under a full Redis too: a refused message must leave
+# the claim list, or it would be read again and again.
+DEAD_LETTER = (
+    ALLOW_OOM
+    + """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+"""
+)
+# How much of a refused message a dead letter keeps: enough to see what it was.
+DEAD_EXCERPT = 4096
+
+
+def dead_entry(job_id: str | None, raw: str, error: PredictqError) -> bytes:
+    """A dead letter's JSON: the job (if known), the error and an excerpt of the message."""
+    return orjson.dumps({"id": job_id, "error": error.to_dict(), "at": time.time(),
+                         "message": raw[:DEAD_EXCERPT]})  # fmt: skip
+
 
 JOB_PREFIX = keys.job("")
 DONE_PREFIX = keys.done("")

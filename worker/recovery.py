@@ -95,7 +95,7 @@ for b = 8, #ARGV, 2 do
       -- To the front of the line, since it waited long enough already; with the time it was
       -- first queued, so that the queue's oldest stamp never moves forward past a waiting job.
       redis.call('RPUSH', KEYS[1], rec[2])
-      redis.call('ZADD', KEYS[2], ARGV[1], id)
+      redis.call('ZADD', KEYS[2], clock(), id)
       n = n + 1
     else
       redis.call('ZREM', KEYS[2], id)
@@ -172,6 +172,13 @@ class Sweeper(threading.Thread):
     def run(self) -> None:
         while not self._stopping.wait(self.settings.sweep_interval):
             try:
+                if self._lost_redis:
+                    # Back from an outage: live workers need a lease period to renew theirs,
+                    # so this very sweep already counts as in the grace period.
+                    self.redis.ping()
+                    self._grace_until = time.monotonic() + ledger.LEASE_SECONDS + ledger.RENEW_EVERY
+                    self._lost_redis = False
+                    log.info("recovery sweeps resumed")
                 self.sweep()
             except redis.RedisError as e:
                 if not self._lost_redis:
@@ -179,11 +186,6 @@ class Sweeper(threading.Thread):
                 self._lost_redis = True
             except Exception:
                 log.exception("recovery sweep failed")
-            else:
-                if self._lost_redis:
-                    log.info("recovery sweeps resumed")
-                    self._grace_until = time.monotonic() + ledger.LEASE_SECONDS + ledger.RENEW_EVERY
-                    self._lost_redis = False
 
     def sweep(self) -> dict[str, int]:
         """One pass; returns counts of what it did."""
@@ -279,9 +281,11 @@ class Sweeper(threading.Thread):
         """Repair queued jobs whose message is in no queue (see the module docstring)."""
         if not self.settings.batching:
             return self._lost_when_quiet(now)
+        # Jobs are indexed, and messages stamped, on Redis's clock.
+        now = self._now()
         cutoff = now - self.settings.lost_queued_after
         old: list[Any] = self.redis.zrangebyscore(
-            keys.QUEUED, "-inf", cutoff, 0, 1000, withscores=True
+            keys.queued(self.settings.queue), "-inf", cutoff, 0, 1000, withscores=True
         )
         if not old:
             self._suspects.clear()
@@ -321,9 +325,9 @@ class Sweeper(threading.Thread):
             self._empty_since = now
         if now - self._empty_since < _QUIET:
             return 0
-        cutoff = now - self.settings.lost_queued_after
+        cutoff = self._now() - self.settings.lost_queued_after
         old: list[Any] = self.redis.zrangebyscore(
-            keys.QUEUED, "-inf", cutoff, 0, 1000, withscores=True
+            keys.queued(self.settings.queue), "-inf", cutoff, 0, 1000, withscores=True
         )
         return self._repair(now, [v for job_id, s in old for v in (str(job_id), repr(s))],
                             quiet=True)  # fmt: skip
@@ -334,7 +338,8 @@ class Sweeper(threading.Thread):
         queue = self.settings.queue
         return int(
             self._requeue_lost(
-                keys=[queue, keys.QUEUED, stats_key(now), keys.isolate(queue), _KOMBU_UNACKED],
+                keys=[queue, keys.queued(queue), stats_key(now), keys.isolate(queue),
+                      _KOMBU_UNACKED],
                 args=[f"{now:.6f}", ledger.JOB_PREFIX, ledger.DONE_PREFIX, keys.REPLY_TTL,
                       keys.STATS_TTL, _LOST_QUEUED, "1" if quiet else "", *pairs],
             )

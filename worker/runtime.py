@@ -106,7 +106,7 @@ class Runtime:
         self._start = self.redis.register_script(ledger.START)
         self._claim_start = self.raw.register_script(ledger.CLAIM_START)
         self._finish = self.redis.register_script(ledger.FINISH)
-        self._dead = self.redis.register_script(_DEAD)
+        self._dead = self.redis.register_script(ledger.DEAD_LETTER)
 
     def rename(self, hostname: str) -> None:
         """Name results after the Celery node and this (possibly forked) process."""
@@ -143,7 +143,7 @@ class Runtime:
     # -- claiming and starting -------------------------------------------------------------
 
     def claim(
-        self, limit: int, block: float, *, fresh: bool = True, isolate: bool = False
+        self, limit: int, block: float, *, fresh: bool = True, isolate: bool = False, held: int = 0
     ) -> Claim | None:
         """Jobs from the queue, up to ``limit`` rows' worth; None when nothing was queued.
 
@@ -151,7 +151,7 @@ class Runtime:
         the isolation queue instead, when it has one. Messages move atomically from the queue
         onto this process's claim list, where they stay until ``finish`` has written their
         results. ``fresh`` starts a batch, from whatever the claim list already holds; a claim
-        that tops up the batch in hand passes False.
+        that tops up the batch in hand passes False, and the ``held`` jobs it holds.
         """
         if block > 0:
             # Redis takes fractional seconds here; redis-py's annotation says int.
@@ -160,8 +160,8 @@ class Runtime:
                                           "LEFT")  # fmt: skip
             return None if parked is None else self._after_park(parked, limit)
         token = _new_token() if fresh else self._token
-        flat = self._claim(keys=self._claim_keys(), args=self._claim_args(limit, fresh, isolate,
-                                                                           token))  # fmt: skip
+        args = self._claim_args(limit, fresh, isolate, token, held)
+        flat = self._claim(keys=self._claim_keys(), args=args)
         return self._claimed(flat, fresh=fresh, token=token)
 
     def _claim_keys(self) -> list[str]:
@@ -169,9 +169,11 @@ class Runtime:
         return [queue, self.landing, keys.isolate(queue), keys.busy(self.worker), keys.LEASES,
                 keys.DEAD]  # fmt: skip
 
-    def _claim_args(self, limit: int, fresh: bool, isolate: bool, token: str) -> list[Any]:
+    def _claim_args(
+        self, limit: int, fresh: bool, isolate: bool, token: str, held: int = 0
+    ) -> list[Any]:
         return [limit, int(fresh), int(isolate), token, ledger.LEASE_SECONDS, self.worker,
-                keys.DEAD_LIMIT]  # fmt: skip
+                keys.DEAD_LIMIT, held]  # fmt: skip
 
     def _claimed(self, flat: list[Any], *, fresh: bool, token: str) -> Claim | None:
         """Parse and start what the CLAIM script returned."""
@@ -199,7 +201,7 @@ class Runtime:
         argv = self._start_argv(first, index=False)
         queue = self.settings.queue
         flat = self._claim_start(
-            keys=[queue, self.landing, keys.isolate(queue), keys.INFLIGHT, keys.QUEUED,
+            keys=[queue, self.landing, keys.isolate(queue), keys.INFLIGHT, keys.queued(queue),
                   keys.busy(self.worker), keys.LEASES, keys.DEAD],
             args=[limit, len(first), token, ledger.LEASE_SECONDS, self.worker, keys.DEAD_LIMIT,
                   *argv],
@@ -219,23 +221,29 @@ class Runtime:
     def _parse(self, raw: str) -> list[Job]:
         """The jobs a raw message asks for (failed if it is bad); none if it names no job."""
         try:
-            # Refused unread: base64 makes an accepted message at most 4/3 its content's size.
-            if len(raw) > 2 * self.settings.max_job_bytes:
-                raise InvalidInput(
-                    f"message of {len(raw)} bytes is over the limit (PREDICTQ_MAX_JOB_BYTES)"
-                )
-            message = envelope.parse(raw)
-        except InvalidInput as e:
-            decoded = envelope.loads_or_none(raw)
-            job_id = envelope.job_id_of(decoded)
-            self.dead_letter(job_id, raw, e)
-            # A batch message's task ID is not a job's: its jobs' records, if any, are
-            # requeued from their rows by the sweeper's lost-job pass.
-            if job_id is None or envelope.task_of(decoded) == BATCH_TASK_NAME:
-                return []
-            job = Job(job_id, None, raw=raw)
-            job.fail(e)
-            return [job]
+            return self._jobs_of(raw)
+        except Exception as e:
+            error = e if isinstance(e, InvalidInput) else InvalidInput(
+                f"message could not be read ({type(e).__name__}: {e})"
+            )  # fmt: skip
+        decoded = envelope.loads_or_none(raw)
+        job_id = envelope.job_id_of(decoded)
+        self.dead_letter(job_id, raw, error)
+        # A batch message's task ID is not a job's: its jobs' records, if any, are requeued
+        # from their rows by the sweeper's lost-job pass.
+        if job_id is None or envelope.task_of(decoded) == BATCH_TASK_NAME:
+            return []
+        job = Job(job_id, None, raw=raw)
+        job.fail(error)
+        return [job]
+
+    def _jobs_of(self, raw: str) -> list[Job]:
+        # Refused unread: base64 makes an accepted message at most 4/3 its content's size.
+        if len(raw) > 2 * self.settings.max_job_bytes:
+            raise InvalidInput(
+                f"message of {len(raw)} bytes is over the limit (PREDICTQ_MAX_JOB_BYTES)"
+            )
+        message = envelope.parse(raw)
         if message.jobs is None:
             return [self.job(message.job_id, message.kwargs, raw, has_record=message.has_record)]
         return self.batch(message)
@@ -265,7 +273,7 @@ class Runtime:
             # A job whose record was not written at submission (a stock client's batch) gets
             # its own message as its record's payload, for recovery.
             raw = "" if message.has_record else task_message(
-                job_id, {**shared, "rows": rows}, self.settings.queue
+                job_id, {**shared, "rows": rows}, self.settings.queue, record=False
             )  # fmt: skip
             # The rows are validated against the model's signature when the batch runs.
             job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows)
@@ -284,7 +292,7 @@ class Runtime:
         if not jobs:
             return []
         argv = self._start_argv(jobs, index=index)
-        flat = self._start(keys=[keys.INFLIGHT, keys.QUEUED], args=argv)
+        flat = self._start(keys=[keys.INFLIGHT, keys.queued(self.settings.queue)], args=argv)
         return self._started(jobs, flat, argv[0])
 
     def _start_argv(self, jobs: list[Job], *, index: bool) -> list[Any]:
@@ -441,6 +449,5 @@ class Runtime:
     def dead_letter(self, job_id: str | None, raw: str, error: PredictqError) -> None:
         """Keep a message that cannot run where `predictq dead` can show it (bounded)."""
         log.error("dead-lettered message %s: %s", job_id or "(no id)", error.message)
-        entry = {"id": job_id, "error": error.to_dict(), "at": time.time(),
-                 "message": raw[:DEAD_EXCERPT]}  # fmt: skip
-        self._dead(keys=[keys.DEAD], args=[orjson.dumps(entry), keys.DEAD_LIMIT])
+        self._dead(keys=[keys.DEAD], args=[ledger.dead_entry(job_id, raw, error),
+                                           keys.DEAD_LIMIT])  # fmt: skip

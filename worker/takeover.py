@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from producer.records import stats_key
-from registry import Settings, keys
+from registry import InvalidInput, Settings, keys
 
 from . import envelope, ledger
 
@@ -44,8 +44,12 @@ local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats
   redis.call('HINCRBY', stats, 'failed', 1)
   redis.call('EXPIRE', stats, stats_ttl)
 end
-local function restamp(msg, now)
-  return (string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. now, 1))
+local function restamp(msg, at)
+  return (string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. at, 1))
+end
+local function clock()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', t[2])
 end
 """
 
@@ -62,6 +66,7 @@ RECOVER = (
     + FAIL
     + """
 if ARGV[11] == '1' and redis.call('EXISTS', KEYS[6]) == 0 then return {} end
+local at = clock()
 local out = {}
 local max = tonumber(ARGV[2])
 local function contain(key, id, err, rec, msg, attempts)
@@ -92,13 +97,13 @@ for b = 14, #ARGV, 3 do
     end
     if attempts >= max then
       if not rec[1] then
-        redis.call('HSET', key, 'model', '', 'submitted_at', ARGV[1], 'ttl', ARGV[12])
+        redis.call('HSET', key, 'model', '', 'alias', '', 'submitted_at', ARGV[1], 'ttl', ARGV[12])
       end
       contain(key, id, lost, rec, ARGV[b + 1], attempts)
       out[#out + 1] = 'failed'
     else
-      redis.call('LPUSH', KEYS[1], restamp(ARGV[b + 1], ARGV[1]))
-      if rec[1] then redis.call('ZADD', KEYS[5], ARGV[1], id) end
+      redis.call('LPUSH', KEYS[1], restamp(ARGV[b + 1], at))
+      if rec[1] then redis.call('ZADD', KEYS[5], at, id) end
       out[#out + 1] = 'requeued'
     end
   elseif rec[1] ~= 'running' or (from_claim and rec[6] ~= ARGV[b + 2]) then
@@ -118,8 +123,8 @@ for b = 14, #ARGV, 3 do
       out[#out + 1] = 'failed'
     else
       redis.call('HSET', key, 'status', 'queued')
-      redis.call('LPUSH', KEYS[1], restamp(msg, ARGV[1]))
-      redis.call('ZADD', KEYS[5], ARGV[1], id)
+      redis.call('LPUSH', KEYS[1], restamp(msg, at))
+      redis.call('ZADD', KEYS[5], at, id)
       out[#out + 1] = 'requeued'
     end
   end
@@ -207,6 +212,7 @@ class Recovery:
         self._takeover = client.register_script(TAKEOVER)
         self._retake = client.register_script(RETAKE)
         self._recover = client.register_script(RECOVER)
+        self._dead = client.register_script(ledger.DEAD_LETTER)
 
     def take_over(self, worker: str, mode: str) -> list[str] | None:
         """Take ``worker``'s claim list over and recover it; None when there was nothing to
@@ -232,11 +238,17 @@ class Recovery:
 
     def recover_list(self, target: str, worker: str, reason: str, raws: list[str]) -> list[str]:
         # A batch message goes back as a message per job: each may need to run alone.
-        jobs = [
-            (job_id, message, worker)
-            for raw in raws
-            for job_id, message in envelope.singles(raw, self.settings.queue)
-        ]
+        jobs = []
+        for raw in raws:
+            try:
+                singles = envelope.singles(raw, self.settings.queue)
+            except Exception as e:  # anything a hostile message makes the split raise
+                error = InvalidInput(f"message could not be split ({type(e).__name__}: {e})")
+                log.error("dead-lettered a message of %s: %s", worker, error.message)
+                self._dead(keys=[keys.DEAD], args=[ledger.dead_entry(None, raw, error),
+                                                   keys.DEAD_LIMIT])  # fmt: skip
+                continue
+            jobs += [(job_id, message, worker) for job_id, message in singles]
         # A time-limit stop of a batch of several jobs does not say which job was slow:
         # each gets another, lone, attempt.
         if reason == "timeout" and len(jobs) > 1:
@@ -268,7 +280,7 @@ class Recovery:
             argv += [job_id, raw, worker]
         result = self._recover(
             keys=[keys.isolate(self.settings.queue), keys.INFLIGHT, keys.DEAD, stats_key(now),
-                  keys.QUEUED, target or keys.RECOVERING, keys.RECOVERING],
+                  keys.queued(self.settings.queue), target or keys.RECOVERING, keys.RECOVERING],
             args=argv,
         )  # fmt: skip
         return [str(r) for r in result]

@@ -32,8 +32,8 @@ async def healthz() -> Health:
     operation_id="readyz",
 )
 async def readyz(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
-    """Ready when Redis answers, a worker's heartbeat is alive and one of its pool processes
-    is taking jobs (a node whose consumers all keep failing is not)."""
+    """Ready when Redis answers, a worker's heartbeat is alive, and its pool processes are not
+    all failing to take jobs."""
     reachable = alive = taking = False
     try:
         reachable = bool(await svc.aio.ping())

@@ -187,6 +187,6 @@ class Readiness(BaseModel):
     redis: bool = Field(description="Redis answered PING.")
     workers: bool = Field(description="At least one worker's heartbeat is alive.")
     consumers: bool = Field(
-        description="At least one pool process is taking jobs (always true with batching off, "
-        "where Celery's own consumer takes them)."
+        description="The pool processes are not all failing to take jobs (always true with "
+        "batching off, where Celery's own consumer takes them)."
     )
