@@ -471,3 +471,127 @@ def test_a_pool_process_whose_batch_was_taken_over_is_replaced_and_status_counts
     assert "1 replaced" in status.stdout, status.stdout
     assert client.wait(client.submit(promoted, [[0.0] * 6]), timeout=30).status == "succeeded"
     assert worker.proc.poll() is None
+
+
+def test_a_stock_batch_message_too_deep_to_re_encode_is_dead_lettered_and_others_run(
+    client: Client, promoted: str, worker, r
+) -> None:
+    """Liveness review #1: a message the parser took but could not split again orphaned the
+    whole claim list it sat on."""
+    stock = Celery(broker=client.url)
+    deep: Any = [0.0]
+    for _ in range(300):  # orjson reads 1024 levels, writes about 254
+        deep = [deep]
+    stock.send_task("predictq.predict_batch", queue="predictq",
+                    kwargs={"model": promoted, "jobs": [{"id": "deep", "rows": deep}]})  # fmt: skip
+    ids = client.submit_many(promoted, [[[float(i)] * 6] for i in range(100)])
+
+    results = client.wait_many(ids, timeout=60)
+    counts = report("too deep to split, and 100 jobs", ids, results, r)
+    assert counts["lost"] == 0 and counts["succeeded"] == 100
+    wait_for(lambda: r.llen(keys.DEAD) == 1, 30, "the dead letter")
+    assert "could not be read" in json.loads(r.lindex(keys.DEAD, 0) or "{}")["error"]["message"]
+    assert not list(r.scan_iter(match=keys.recovering("*", "*")))
+    assert worker.proc.poll() is None
+
+
+def test_a_stock_batch_split_on_recovery_still_writes_each_job_a_record(
+    client: Client, promoted: str, settings: Settings, start_worker, r
+) -> None:
+    """Liveness review #2: split messages claimed that records existed, and START then skipped
+    the jobs of a stock batch as expired, with no trace."""
+    stock = Celery(broker=client.url)
+    ids = [f"stock-split-{i}" for i in range(5)]
+    stock.send_task("predictq.predict_batch", queue="predictq", kwargs={
+        "model": promoted, "jobs": [{"id": i, "rows": [[0.0] * 6]} for i in ids]})  # fmt: skip
+    dead = "node-d@host:999999"
+    r.lmove("predictq", keys.claiming(dead), "RIGHT", "LEFT")  # claimed, then the process died
+    assert Sweeper(r, settings, "node-d@host").sweep() == {"requeued": 5}
+    start_worker()
+
+    # A stock job has no record until it starts: wait for the records, then for the jobs.
+    wait_for(lambda: _all_recorded(r, ids), 30, "a record for every stock job")
+    results = client.wait_many(ids, timeout=60)
+    counts = report("stock batch split on recovery", ids, results, r)
+    assert counts["lost"] == 0 and counts["succeeded"] == 5
+
+
+def _all_recorded(r: redis.Redis, ids: list[str]) -> bool:
+    return all(s in ("succeeded", "failed") for s in _statuses(r, ids))
+
+
+def test_a_producer_clock_running_ahead_never_fails_jobs_still_in_the_queue(
+    registry: Registry, settings: Settings, start_worker, r, monkeypatch
+) -> None:
+    """Liveness review #3: queued times and message stamps came from each producer's clock."""
+    import producer.client
+    import producer.messages
+
+    registry.register("slow", SlowClassifier(delay=0.05).fit(X3, Y2), promote=True)
+    real = time.time
+    with Client(settings=settings) as ahead:
+        monkeypatch.setattr(producer.client.time, "time", lambda: real() + 30)
+        monkeypatch.setattr(producer.messages.time, "time", lambda: real() + 30)
+        # Enough lone jobs ahead that the batch behind them waits past the lost-job pass's
+        # confirmation period.
+        early = [ahead.submit("slow", [[float(i), 0.0, 0.0]]) for i in range(200)]
+        monkeypatch.undo()
+    with Client(settings=settings) as on_time:
+        later = on_time.submit_many("slow", [[[1.0, 0.0, 0.0]]] * 128)
+        start_worker(PREDICTQ_LOST_QUEUED_AFTER="1", PREDICTQ_BATCH_MAX_ROWS="1")
+        results = on_time.wait_many([*early, *later], timeout=120)
+    counts = report("a producer 30 s ahead", [*early, *later], results, r)
+    assert counts["lost"] == 0
+    assert counts["failed"] == 0
+    assert counts["duplicated"] == 0
+
+
+def test_jobs_waiting_in_another_queue_on_the_same_redis_are_left_alone(
+    registry: Registry, settings: Settings, start_worker, r
+) -> None:
+    """Liveness review #4: one queued index for every queue let one queue's sweeper repair the
+    jobs of another."""
+    registry.register("fast", PoisonClassifier().fit(X3, Y2), promote=True)
+    other = settings.model_copy(update={"queue": "gpu"})
+    with Client(settings=other) as gpu:
+        lone = [gpu.submit("fast", [[1.0, 0.0, 0.0]]) for _ in range(3)]
+        bulk = gpu.submit_many("fast", [[[1.0, 0.0, 0.0]]] * 100)
+    seconds, _ = r.time()
+    r.zadd(keys.queued("gpu"), {job_id: seconds - 60 for job_id in [*lone, *bulk]})
+    start_worker(PREDICTQ_LOST_QUEUED_AFTER="1")  # serves the queue "predictq"
+    with Client(settings=settings) as ours:
+        assert ours.wait(ours.submit("fast", [[1.0, 0.0, 0.0]]), timeout=30).done
+    deadline = time.monotonic() + 12  # two confirmation periods of the lost-job pass
+    while time.monotonic() < deadline:
+        assert set(_statuses(r, [*lone, *bulk])) == {"queued"}
+        time.sleep(0.5)
+    assert r.llen("gpu") > 0 and r.llen("predictq") == 0
+
+
+def test_dead_retry_of_a_stock_job_contained_before_it_started_runs_it(
+    client: Client, promoted: str, settings: Settings, r
+) -> None:
+    """Liveness review #7: the record containment wrote had no alias, and START then broke on
+    the retried job."""
+    from worker.dead_letters import retry_dead
+
+    stock = Celery(broker=client.url)
+    stock.send_task("predictq.predict", task_id="stock-retry", queue="predictq",
+                    kwargs={"model": promoted, "rows": [[0.0] * 6]})  # fmt: skip
+    sweeper = Sweeper(r, settings, "node-e@host")
+    for crash in range(settings.max_attempts):
+        dead = f"node-e@host:{999980 + crash}"
+        r.hset(keys.CONSUMERS, dead, "{}")
+        source = "predictq" if crash == 0 else keys.isolate("predictq")
+        r.lmove(source, keys.claiming(dead), "RIGHT", "LEFT")
+        sweeper.sweep()
+    assert client.result("stock-retry").status == "failed"
+
+    assert retry_dead(r, settings, {"stock-retry"}) == {"stock-retry": "retried"}
+    from worker.runtime import Runtime
+
+    rt = Runtime(client.url, settings, hostname="probe@host")
+    claimed = rt.claim(16, block=0)
+    assert claimed is not None and [j.id for j in claimed.jobs] == ["stock-retry"]
+    rt.run(claimed.jobs)
+    assert client.result("stock-retry").status == "succeeded"
