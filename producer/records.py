@@ -25,6 +25,18 @@ local function sliced(cmd, key, list, first, last)
 end
 """
 
+# restamp(): a message with ``at`` as the time it was queued (its ``predictq_at`` header, near
+# the start), spliced in with two copies of the message rather than rewritten byte by byte.
+STAMP = """
+local function restamp(msg, at)
+  local i = string.find(msg, '"predictq_at":', 1, true)
+  if not i or i > 200 then return msg end
+  local j = string.find(msg, ',', i + 14, true)
+  if not j then return msg end
+  return string.sub(msg, 1, i + 13) .. at .. string.sub(msg, j)
+end
+"""
+
 # KEYS: queue, queued index. ARGV: now, reply list ('' for none, '*' for each job's own wake-up
 # list), '1' to check for existing IDs, job key prefix, model, alias, pinned version or '',
 # probabilities, ttl, wake-up list prefix, most jobs queued, jobs to admit (0: already admitted),
@@ -40,6 +52,7 @@ end
 # lets a script that has written finish, so each call writes all of its jobs or none.
 SUBMIT = (
     SLICED
+    + STAMP
     + """
 local m = tonumber(ARGV[13])
 local first = 14 + m
@@ -63,15 +76,12 @@ end
 -- stamp of the oldest waiting message, and producers' clocks may differ.
 local t = redis.call('TIME')
 local at = t[1] .. '.' .. string.format('%06d', t[2])
-local function stamped(msg)
-  return (string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. at, 1))
-end
 local queued = {}
 for b = first, #ARGV, 2 do
   local key = ARGV[4] .. ARGV[b]
   redis.call('HSET', key, 'status', 'queued', 'model', ARGV[5], 'alias', ARGV[6],
     'version', ARGV[7], 'probabilities', ARGV[8], 'ttl', ARGV[9], 'submitted_at', ARGV[1],
-    'attempts', '0', 'payload', stamped(ARGV[b + 1]))
+    'attempts', '0', 'payload', restamp(ARGV[b + 1], at))
   if ARGV[2] == '*' then
     redis.call('HSET', key, 'reply', ARGV[10] .. ARGV[b])
   elseif ARGV[2] ~= '' then
@@ -83,7 +93,7 @@ for b = first, #ARGV, 2 do
 end
 sliced('ZADD', KEYS[2], queued)
 local messages = {}
-for i = 14, 13 + m do messages[#messages + 1] = stamped(ARGV[i]) end
+for i = 14, 13 + m do messages[#messages + 1] = restamp(ARGV[i], at) end
 sliced('LPUSH', KEYS[1], messages)
 return out
 """

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import redis
 
+from producer import records as rec
 from registry import Settings, keys
 
 from . import ledger
@@ -17,7 +18,9 @@ from . import ledger
 # reset, the message stamped with the time it was queued again). Returns 'retried', 'gone'
 # (someone else took the entry), 'expired' (no record left) or the job's status when it is not
 # 'failed' (a job that ran again meanwhile keeps its result).
-RETRY = """
+RETRY = (
+    rec.STAMP
+    + """
 local key = ARGV[2] .. ARGV[4]
 local st = redis.call('HGET', key, 'status')
 if st and st ~= 'failed' then return st end
@@ -28,7 +31,7 @@ local msg = redis.call('HGET', key, 'payload')
 if not msg or msg == '' then msg = ARGV[5] end
 local t = redis.call('TIME')
 local at = t[1] .. '.' .. string.format('%06d', t[2])
-msg = string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. at, 1)
+msg = restamp(msg, at)
 redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', msg,
   'started_at', '', 'finished_at', '', 'submitted_at', ARGV[1])
 redis.call('ZADD', KEYS[3], at, ARGV[4])
@@ -36,6 +39,7 @@ redis.call('DEL', KEYS[4])
 redis.call('LPUSH', KEYS[1], msg)
 return 'retried'
 """
+)
 
 
 def list_dead(client: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:

@@ -42,7 +42,8 @@ _FINAL = "st == 'succeeded' or st == 'failed' or st == 'cancelled'"
 
 # now(): Redis's own clock, so that leases mean the same on every host. utf8(): whether a queue
 # element is UTF-8 text (anything else cannot be a JSON message, and would break every client that
-# reads it as text); pure ASCII, the usual case, is one C-speed scan. dead(): keep a refused
+# reads it as text); a scan per byte, so only recovery uses it: on the hot path the worker decodes
+# what it claimed as bytes, and refuses what does not decode (see runtime). dead(): keep a refused
 # element in the dead letters, as a bounded excerpt with its bytes made printable.
 # weight(): the jobs a message carries, from its first header.
 COMMON = """
@@ -86,7 +87,7 @@ local function weight(raw)
 end
 """
 
-_NOT_TEXT = "the queue element is not UTF-8 text, so it cannot be a JSON Celery message"
+NOT_TEXT = "the queue element is not UTF-8 text, so it cannot be a JSON Celery message"
 
 # take(): moves messages from the queue onto the claim list, appending them to ``out``, until
 # they carry ``limit`` jobs (past ``total`` already held). Each message is weighed on its own, and
@@ -94,20 +95,15 @@ _NOT_TEXT = "the queue element is not UTF-8 text, so it cannot be a JSON Celery 
 # with batch messages never makes one claim take many times its share. lease(): the batch's token
 # and deadline.
 _TAKE = f"""
-local function take(queue, claim_list, limit, total, out, dead_key, dead_limit)
+local function take(queue, claim_list, limit, total, out)
   while total < limit do
     local nxt = redis.call('LINDEX', queue, -1)
     if not nxt then return total end
     local w = weight(nxt)
     if total > 0 and total + w > limit then return total end
-    if utf8(nxt) then
-      redis.call('LMOVE', queue, claim_list, 'RIGHT', 'LEFT')
-      out[#out + 1] = nxt
-      total = total + w
-    else
-      redis.call('RPOP', queue)
-      dead(dead_key, dead_limit, nxt, '{_NOT_TEXT}')
-    end
+    redis.call('LMOVE', queue, claim_list, 'RIGHT', 'LEFT')
+    out[#out + 1] = nxt
+    total = total + w
   end
   return total
 end
@@ -130,36 +126,23 @@ CLAIM = (
     + rec.SLICED
     + COMMON
     + _TAKE
-    + f"""
-local out = {{'0', '0'}}
+    + """
+local out = {'0', '0'}
 -- Only with nothing on the claim list: what is there was claimed already (perhaps started, by
 -- this process), and is run first.
 if ARGV[3] == '1' and redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) > 0 then
-  while true do
-    local nxt = redis.call('LINDEX', KEYS[3], -1)
-    if not nxt then break end
-    if utf8(nxt) then
-      redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
-      lease(KEYS[4], KEYS[5], ARGV[4], ARGV[5], ARGV[6])
-      return {{'1', '1', nxt}}
-    end
-    redis.call('RPOP', KEYS[3])
-    dead(KEYS[6], ARGV[7], nxt, '{_NOT_TEXT}')
-  end
+  local nxt = redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT')
+  lease(KEYS[4], KEYS[5], ARGV[4], ARGV[5], ARGV[6])
+  return {'1', '1', nxt}
 end
 local total = tonumber(ARGV[8]) or 0
 if ARGV[2] == '1' then
   for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    if utf8(raw) then
-      out[#out + 1] = raw
-      total = total + weight(raw)
-    else
-      redis.call('LREM', KEYS[2], 1, raw)
-      dead(KEYS[6], ARGV[7], raw, '{_NOT_TEXT}')
-    end
+    out[#out + 1] = raw
+    total = total + weight(raw)
   end
 end
-take(KEYS[1], KEYS[2], tonumber(ARGV[1]), total, out, KEYS[6], ARGV[7])
+take(KEYS[1], KEYS[2], tonumber(ARGV[1]), total, out)
 if #out > 2 then
   lease(KEYS[4], KEYS[5], ARGV[4], ARGV[5], ARGV[6])
 elseif ARGV[2] == '1' then
@@ -258,7 +241,7 @@ CLAIM_START = (
     + """
 if redis.call('LLEN', KEYS[2]) ~= 1 then return {'stale'} end
 local taken = {}
-take(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), taken, KEYS[8], ARGV[6])
+take(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), taken)
 local more = '0'
 if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then more = '1' end
 lease(KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])

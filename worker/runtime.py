@@ -178,16 +178,31 @@ class Runtime:
     def _claimed(self, flat: list[Any], *, fresh: bool, token: str) -> Claim | None:
         """Parse and start what the CLAIM script returned."""
         isolated, more = flat[0] == b"1", flat[1] == b"1"
-        raws = [_text(raw) for raw in flat[2:]]
-        if not raws:
+        if len(flat) == 2:
             if fresh:
                 self._release()  # the script dropped the lease of an empty claim list
             return None
+        raws = self._texts(flat[2:])
         self._hold(token, len(raws), fresh=fresh)
         started = self.start([job for raw in raws for job in self._parse(raw)])
         if not started and fresh:
             self.finish([])  # only duplicates or dead letters: clear them off the list
         return Claim(started, isolated=isolated, more=more)
+
+    def _texts(self, raws: list[bytes]) -> list[str]:
+        """Claimed messages as text. One that is not UTF-8 cannot be a JSON message: it leaves
+        the claim list for the dead letters. (Decoding here costs far less than checking every
+        byte in the claim script, on the path every job takes.)"""
+        texts = []
+        for raw in raws:
+            try:
+                texts.append(raw.decode())
+            except UnicodeDecodeError:
+                element: Any = raw  # redis-py's annotation says str; it sends bytes as they are
+                self.raw.lrem(self.landing, 1, element)
+                excerpt = raw[: ledger.DEAD_EXCERPT].decode(errors="replace")
+                self.dead_letter(None, excerpt, InvalidInput(ledger.NOT_TEXT))
+        return texts
 
     def _after_park(self, parked: bytes, limit: int) -> Claim | None:
         """Start the message a blocking LMOVE parked on the claim list, and take more, in one
@@ -195,7 +210,7 @@ class Runtime:
         try:
             text = parked.decode()
         except UnicodeDecodeError:
-            return self.claim(limit, 0)  # the claim script dead-letters what is not text
+            return self.claim(limit, 0)  # a fresh claim reads it again, and refuses it
         first = self._parse(text)
         token = _new_token()
         argv = self._start_argv(first, index=False)
@@ -209,9 +224,10 @@ class Runtime:
         if flat[0] == b"stale":
             return self.claim(limit, 0)
         taken = int(flat[1])
-        self._hold(token, 1 + taken, fresh=True)
+        raws = self._texts(flat[2 : 2 + taken])
+        self._hold(token, 1 + len(raws), fresh=True)
         started = self._started(first, [_text(v) for v in flat[2 + taken :]], argv[0])
-        more = [job for raw in flat[2 : 2 + taken] for job in self._parse(_text(raw))]
+        more = [job for raw in raws for job in self._parse(raw)]
         started += self.start(more)
         if not started:
             self.finish([])  # only duplicates or dead letters: clear them off the list

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from producer import records as rec
 from producer.records import stats_key
 from registry import InvalidInput, Settings, keys
 
@@ -32,7 +33,9 @@ _RECOVER_WITHIN = 60
 # fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells
 # its waiters (wake-up channel, reply list) and the per-minute stats. restamp(): a message with
 # its queued time set to now, for the lost-queued check.
-FAIL = """
+FAIL = (
+    rec.STAMP
+    + """
 local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats, stats_ttl)
   redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error', err)
   redis.call('EXPIRE', key, ttl or 86400)
@@ -44,14 +47,12 @@ local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats
   redis.call('HINCRBY', stats, 'failed', 1)
   redis.call('EXPIRE', stats, stats_ttl)
 end
-local function restamp(msg, at)
-  return (string.gsub(msg, '"predictq_at":[%d%.]+', '"predictq_at":' .. at, 1))
-end
 local function clock()
   local t = redis.call('TIME')
   return t[1] .. '.' .. string.format('%06d', t[2])
 end
 """
+)
 
 # KEYS: isolation queue, in-flight zset, dead letters, stats, queued index, the taken-over list
 # (any key when none), the index of taken-over lists. ARGV: now, max attempts, job key prefix,
