@@ -163,6 +163,7 @@ def test_a_claim_takes_at_most_its_limit_whatever_the_mix_of_messages(
             break
         sizes.append(len(claimed.jobs))
         rt.finish([])
+    rt.close()
     # A batch message of 128 jobs is taken alone (a batch is never left empty), and a lone job
     # never drags one along.
     assert sizes == [1, 128, 128, 128, 128, 128]
@@ -183,6 +184,8 @@ def test_non_utf8_elements_on_the_queue_are_dead_lettered_and_every_consumer_kee
     second = client.wait(client.submit(promoted, [[1.0] * 6]), timeout=30)
 
     dead = [json.loads(e) for e in r.lrange(keys.DEAD, 0, -1)]
+    counts = report("non-UTF-8 elements", [first.id, second.id], [first, second], r)
+    assert counts["lost"] == 0 and counts["duplicated"] == 0
     assert (first.status, second.status) == ("succeeded", "succeeded")
     assert len(dead) == 2
     assert all("not UTF-8" in d["error"]["message"] for d in dead)
@@ -191,7 +194,7 @@ def test_non_utf8_elements_on_the_queue_are_dead_lettered_and_every_consumer_kee
 
 
 def test_two_sweepers_racing_for_a_dead_process_claim_list_requeue_each_job_once(
-    client: Client, promoted: str, settings: Settings, redis_url: str, r
+    client: Client, promoted: str, settings: Settings, redis_url: str, r, start_worker
 ) -> None:
     """Review #6: recovery took three round trips, and each racing sweeper pushed a copy."""
     ids = [client.submit(promoted, [[float(i)] * 6]) for i in range(20)]
@@ -217,11 +220,18 @@ def test_two_sweepers_racing_for_a_dead_process_claim_list_requeue_each_job_once
         t.start()
     for t in threads:
         t.join(30)
+    for s in sweepers:
+        s.redis.close()
 
     isolated = [json.loads(m)["headers"]["id"] for m in r.lrange(keys.isolate("predictq"), 0, -1)]
     assert sorted(isolated) == sorted(ids)
     assert sum(o.get("requeued", 0) for o in outcomes) == 20
     assert {r.hget(keys.job(j), "attempts") for j in ids} == {"1"}
+    start_worker()
+    results = client.wait_many(ids, timeout=60)
+    counts = report("four sweepers racing", ids, results, r)
+    assert counts["lost"] == 0 and counts["succeeded"] == 20
+    assert counts["duplicated"] == 20  # the one crash: one more run each, and no more
 
 
 def test_a_message_that_kills_its_process_before_it_starts_is_contained(
@@ -594,4 +604,5 @@ def test_dead_retry_of_a_stock_job_contained_before_it_started_runs_it(
     claimed = rt.claim(16, block=0)
     assert claimed is not None and [j.id for j in claimed.jobs] == ["stock-retry"]
     rt.run(claimed.jobs)
+    rt.close()
     assert client.result("stock-retry").status == "succeeded"

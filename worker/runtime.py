@@ -108,6 +108,11 @@ class Runtime:
         self._finish = self.redis.register_script(ledger.FINISH)
         self._dead = self.redis.register_script(ledger.DEAD_LETTER)
 
+    def close(self) -> None:
+        """Close this runtime's Redis connections."""
+        self.raw.close()
+        self.redis.close()
+
     def rename(self, hostname: str) -> None:
         """Name results after the Celery node and this (possibly forked) process."""
         self.worker = f"{hostname}:{os.getpid()}"
