@@ -25,9 +25,14 @@ local function sliced(cmd, key, list, first, last)
 end
 """
 
-# restamp(): a message with ``at`` as the time it was queued (its ``predictq_at`` header, near
-# the start), spliced in with two copies of the message rather than rewritten byte by byte.
+# clock(): Redis's time as text, for the queued index and the messages' stamps (producers'
+# clocks may differ). restamp(): a message with ``at`` as the time it was queued (its
+# ``predictq_at`` header, near the start), spliced in rather than rewritten byte by byte.
 STAMP = """
+local function clock()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', t[2])
+end
 local function restamp(msg, at)
   local i = string.find(msg, '"predictq_at":', 1, true)
   if not i or i > 200 then return msg end
@@ -74,8 +79,7 @@ if admit > 0 then
 end
 -- Redis's clock, not the producer's: the sweeper compares the time each job was queued with the
 -- stamp of the oldest waiting message, and producers' clocks may differ.
-local t = redis.call('TIME')
-local at = t[1] .. '.' .. string.format('%06d', t[2])
+local at = clock()
 local queued = {}
 for b = first, #ARGV, 2 do
   local key = ARGV[4] .. ARGV[b]

@@ -29,8 +29,7 @@ if not st then return 'expired' end
 -- The record's payload is whole; the dead letter's may be an excerpt.
 local msg = redis.call('HGET', key, 'payload')
 if not msg or msg == '' then msg = ARGV[5] end
-local t = redis.call('TIME')
-local at = t[1] .. '.' .. string.format('%06d', t[2])
+local at = clock()
 msg = restamp(msg, at)
 redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'payload', msg,
   'started_at', '', 'finished_at', '', 'submitted_at', ARGV[1])

@@ -40,17 +40,27 @@ ALLOW_OOM = "#!lua flags=allow-oom\n"
 
 _FINAL = "st == 'succeeded' or st == 'failed' or st == 'cancelled'"
 
-# now(): Redis's own clock, so that leases mean the same on every host. utf8(): whether a queue
-# element is UTF-8 text (anything else cannot be a JSON message, and would break every client that
-# reads it as text); a scan per byte, so only recovery uses it: on the hot path the worker decodes
-# what it claimed as bytes, and refuses what does not decode (see runtime). dead(): keep a refused
-# element in the dead letters, as a bounded excerpt with its bytes made printable.
-# weight(): the jobs a message carries, from its first header.
+# now(): Redis's own clock, so that leases mean the same on every host. weight(): the jobs a
+# message carries, from its first header.
 COMMON = """
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local function weight(raw)
+  return tonumber(string.match(raw, '^{"headers":{"predictq_jobs":(%d+)')) or 1
+end
+"""
+
+NOT_TEXT = "the queue element is not UTF-8 text, so it cannot be a JSON Celery message"
+# How much of a refused message a dead letter keeps: enough to see what it was.
+DEAD_EXCERPT = 4096
+
+# utf8(): whether a queue element is UTF-8 text (anything else cannot be a JSON message, and would
+# break every client that reads it as text). A scan per byte, so only taking a claim list over
+# uses it: the claiming worker decodes what it claimed as bytes, which costs far less (runtime).
+# dead(): keep a refused element in the dead letters, as an excerpt with its bytes made printable.
+TEXT = f"""
 local function utf8(s)
   local i = 1
   local n = #s
@@ -76,18 +86,13 @@ local function utf8(s)
     i = i + len
   end
 end
-local function dead(dead_key, limit, raw, message)
-  local excerpt = string.gsub(string.sub(raw, 1, 4096), '[\\128-\\255]', '?')
-  redis.call('LPUSH', dead_key, cjson.encode({id = cjson.null, at = now(), message = excerpt,
-    error = {code = 'invalid_input', message = message}}))
+local function dead(dead_key, limit, raw)
+  local excerpt = string.gsub(string.sub(raw, 1, {DEAD_EXCERPT}), '[\\128-\\255]', '?')
+  redis.call('LPUSH', dead_key, cjson.encode({{id = cjson.null, at = now(), message = excerpt,
+    error = {{code = 'invalid_input', message = '{NOT_TEXT}'}}}}))
   redis.call('LTRIM', dead_key, 0, tonumber(limit) - 1)
 end
-local function weight(raw)
-  return tonumber(string.match(raw, '^{"headers":{"predictq_jobs":(%d+)')) or 1
-end
 """
-
-NOT_TEXT = "the queue element is not UTF-8 text, so it cannot be a JSON Celery message"
 
 # take(): moves messages from the queue onto the claim list, appending them to ``out``, until
 # they carry ``limit`` jobs (past ``total`` already held). Each message is weighed on its own, and
@@ -113,10 +118,10 @@ local function lease(busy_key, leases_key, token, seconds, worker)
 end
 """
 
-# KEYS: queue, this process's claim list, isolation queue, busy key, leases, dead letters.
-# ARGV: most jobs, '1' to start a batch (it then includes whatever the claim list holds), '1' to
-# look at the isolation queue first (when the claim list is empty), the batch token, lease
-# seconds, worker, dead-letter limit, jobs the batch already holds (a top-up). Moves messages
+# KEYS: queue, this process's claim list, isolation queue, busy key, leases. ARGV: most jobs, '1'
+# to start a batch (it then includes whatever the claim list holds), '1' to look at the isolation
+# queue first (when the claim list is empty), the batch token, lease seconds, worker, jobs the
+# batch already holds (a top-up). Moves messages
 # onto the claim list and returns two flags, then the messages: '1' if they are one message from
 # the isolation queue, to run alone, and '1' if the queue has more. Until the batch is finished
 # its messages live on that list, so a process that dies mid-batch leaves them where the sweeper
@@ -135,7 +140,7 @@ if ARGV[3] == '1' and redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KE
   lease(KEYS[4], KEYS[5], ARGV[4], ARGV[5], ARGV[6])
   return {'1', '1', nxt}
 end
-local total = tonumber(ARGV[8]) or 0
+local total = tonumber(ARGV[7]) or 0
 if ARGV[2] == '1' then
   for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     out[#out + 1] = raw
@@ -225,8 +230,8 @@ end
 START = ALLOW_OOM + rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2])\n"
 
 # KEYS: queue, this process's claim list, isolation queue, in-flight zset, queued index, busy key,
-# leases, dead letters. ARGV: most jobs, jobs the parked message holds, the batch token, lease
-# seconds, worker, dead-letter limit, then START's ARGV for the jobs of the message a blocking
+# leases. ARGV: most jobs, jobs the parked message holds, the batch token, lease seconds, worker,
+# then START's ARGV for the jobs of the message a blocking
 # LMOVE just parked on the claim list. Starts those jobs and takes more messages onto the list (as
 # CLAIM does, without the isolation queue) in one round trip. Returns '1' if either queue has more,
 # the number n of messages taken, the n messages, then what START returns for the parked jobs. When
@@ -247,7 +252,7 @@ if redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[3]) > 0 then more 
 lease(KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
 -- A loop, not unpack(): a message of thousands of jobs has more arguments than Lua's stack.
 local A = {}
-for i = 7, #ARGV do A[#A + 1] = ARGV[i] end
+for i = 6, #ARGV do A[#A + 1] = ARGV[i] end
 local started = start(A, KEYS[4], KEYS[5])
 local out = {more, #taken}
 for _, raw in ipairs(taken) do out[#out + 1] = raw end
@@ -354,8 +359,6 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 """
 )
-# How much of a refused message a dead letter keeps: enough to see what it was.
-DEAD_EXCERPT = 4096
 
 
 def dead_entry(job_id: str | None, raw: str, error: PredictqError) -> bytes:

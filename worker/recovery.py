@@ -161,7 +161,7 @@ class Sweeper(threading.Thread):
         self._suspects: dict[str, tuple[float, float]] = {}
         self._scanned = float("-inf")
         # Leases and heartbeats are not trusted until live workers had a chance to renew them.
-        self._grace_until = time.monotonic() + ledger.LEASE_SECONDS + ledger.RENEW_EVERY
+        self._grace_until = self._after_grace()
         self._lost_redis = False
         self.replaced = 0
         self._stopping = threading.Event()
@@ -176,7 +176,7 @@ class Sweeper(threading.Thread):
                     # Back from an outage: live workers need a lease period to renew theirs,
                     # so this very sweep already counts as in the grace period.
                     self.redis.ping()
-                    self._grace_until = time.monotonic() + ledger.LEASE_SECONDS + ledger.RENEW_EVERY
+                    self._grace_until = self._after_grace()
                     self._lost_redis = False
                     log.info("recovery sweeps resumed")
                 self.sweep()
@@ -187,14 +187,22 @@ class Sweeper(threading.Thread):
             except Exception:
                 log.exception("recovery sweep failed")
 
+    @staticmethod
+    def _after_grace() -> float:
+        return time.monotonic() + ledger.LEASE_SECONDS + ledger.RENEW_EVERY
+
     def sweep(self) -> dict[str, int]:
         """One pass; returns counts of what it did."""
         counts: dict[str, int] = {}
-        self._sweep_claim_lists(counts)
-        for target in self.redis.zrangebyscore(keys.RECOVERING, "-inf", self._now(), 0, 10):
+        # Redis's clock, read once a pass: leases, the queued index and messages' stamps are
+        # all kept on it.
+        seconds, micros = self.redis.time()
+        now = float(seconds) + micros / 1e6
+        self._sweep_claim_lists(counts, now)
+        for target in self.redis.zrangebyscore(keys.RECOVERING, "-inf", now, 0, 10):
             self._add(counts, self.recovery.retake(str(target)) or [])
-        now = time.time()
-        overdue = self.redis.zrangebyscore(keys.INFLIGHT, "-inf", now, start=0, num=1000)
+        # The in-flight index of Celery's own consumer is kept on the workers' clocks.
+        overdue = self.redis.zrangebyscore(keys.INFLIGHT, "-inf", time.time(), start=0, num=1000)
         if overdue:
             self._add(counts, self.recovery.recover([(str(i), "", "") for i in overdue], "lost"))
         lost = self._lost_queued(now)
@@ -202,11 +210,6 @@ class Sweeper(threading.Thread):
             log.warning("%d queued job(s) had lost their message: pushed again or failed", lost)
             counts["relost"] = int(lost)
         return counts
-
-    def _now(self) -> float:
-        """Redis's clock, which leases are kept on."""
-        seconds, micros = self.redis.time()
-        return float(seconds) + micros / 1e6
 
     @staticmethod
     def _add(counts: dict[str, int], outcomes: list[str]) -> None:
@@ -226,7 +229,7 @@ class Sweeper(threading.Thread):
             self._scanned = time.monotonic()
         return workers
 
-    def _sweep_claim_lists(self, counts: dict[str, int]) -> None:
+    def _sweep_claim_lists(self, counts: dict[str, int], now: float) -> None:
         workers = sorted(w for w in self._workers() if _owner(w) is not None)
         if not workers:
             return
@@ -236,7 +239,6 @@ class Sweeper(threading.Thread):
             pipe.zscore(keys.LEASES, w)
             pipe.get(keys.busy(w))
         found = pipe.execute()
-        now = self._now()
         trusted = time.monotonic() >= self._grace_until
         pids = self._local_pids() if self._local_pids else None
         local = set(pids) if pids is not None else None
@@ -281,8 +283,6 @@ class Sweeper(threading.Thread):
         """Repair queued jobs whose message is in no queue (see the module docstring)."""
         if not self.settings.batching:
             return self._lost_when_quiet(now)
-        # Jobs are indexed, and messages stamped, on Redis's clock.
-        now = self._now()
         cutoff = now - self.settings.lost_queued_after
         old: list[Any] = self.redis.zrangebyscore(
             keys.queued(self.settings.queue), "-inf", cutoff, 0, 1000, withscores=True
@@ -325,7 +325,7 @@ class Sweeper(threading.Thread):
             self._empty_since = now
         if now - self._empty_since < _QUIET:
             return 0
-        cutoff = self._now() - self.settings.lost_queued_after
+        cutoff = now - self.settings.lost_queued_after
         old: list[Any] = self.redis.zrangebyscore(
             keys.queued(self.settings.queue), "-inf", cutoff, 0, 1000, withscores=True
         )

@@ -30,26 +30,13 @@ from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-# KEYS: dead letters. ARGV: entry, limit. Under a full Redis too: a refused message must leave
-# the claim list, or it would be read again and again.
-_DEAD = (
-    ledger.ALLOW_OOM
-    + """
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-return 1
-"""
-)
-# How much of a refused message a dead letter keeps: enough to see what it was.
-DEAD_EXCERPT = 4096
-
 
 def _new_token() -> str:
     return os.urandom(8).hex()
 
 
 def _text(value: Any) -> Any:
-    """A reply value from the bytes client as text (queue elements were checked to be UTF-8)."""
+    """A reply value from the bytes client (START's, never a queue element) as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -93,7 +80,7 @@ class Runtime:
         self.registry = Registry(url, settings=settings)
         self.redis: redis.Redis = self.registry.redis
         # Queue elements are read as bytes: one that is not UTF-8 must not break the reply it
-        # arrives in (the claim script dead-letters it; a blocking move hands it over as is).
+        # arrives in; ``_texts`` decodes each and dead-letters what does not decode.
         self.raw: redis.Redis = connect(self.registry.url, decode_responses=False)
         self.worker = f"{hostname or socket.gethostname()}:{os.getpid()}"
         self.cache = ModelCache(self.registry, self.worker, settings.model_cache_size)
@@ -171,14 +158,12 @@ class Runtime:
 
     def _claim_keys(self) -> list[str]:
         queue = self.settings.queue
-        return [queue, self.landing, keys.isolate(queue), keys.busy(self.worker), keys.LEASES,
-                keys.DEAD]  # fmt: skip
+        return [queue, self.landing, keys.isolate(queue), keys.busy(self.worker), keys.LEASES]
 
     def _claim_args(
         self, limit: int, fresh: bool, isolate: bool, token: str, held: int = 0
     ) -> list[Any]:
-        return [limit, int(fresh), int(isolate), token, ledger.LEASE_SECONDS, self.worker,
-                keys.DEAD_LIMIT, held]  # fmt: skip
+        return [limit, int(fresh), int(isolate), token, ledger.LEASE_SECONDS, self.worker, held]
 
     def _claimed(self, flat: list[Any], *, fresh: bool, token: str) -> Claim | None:
         """Parse and start what the CLAIM script returned."""
@@ -222,9 +207,8 @@ class Runtime:
         queue = self.settings.queue
         flat = self._claim_start(
             keys=[queue, self.landing, keys.isolate(queue), keys.INFLIGHT, keys.queued(queue),
-                  keys.busy(self.worker), keys.LEASES, keys.DEAD],
-            args=[limit, len(first), token, ledger.LEASE_SECONDS, self.worker, keys.DEAD_LIMIT,
-                  *argv],
+                  keys.busy(self.worker), keys.LEASES],
+            args=[limit, len(first), token, ledger.LEASE_SECONDS, self.worker, *argv],
         )  # fmt: skip
         if flat[0] == b"stale":
             return self.claim(limit, 0)

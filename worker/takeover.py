@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 _RECOVER_WITHIN = 60
 
 # fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells
-# its waiters (wake-up channel, reply list) and the per-minute stats. restamp(): a message with
-# its queued time set to now, for the lost-queued check.
+# its waiters (wake-up channel, reply list) and the per-minute stats. With clock() and restamp()
+# (records.STAMP): requeued jobs are indexed and stamped on Redis's clock, as SUBMIT does.
 FAIL = (
     rec.STAMP
     + """
@@ -46,10 +46,6 @@ local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats
   end
   redis.call('HINCRBY', stats, 'failed', 1)
   redis.call('EXPIRE', stats, stats_ttl)
-end
-local function clock()
-  local t = redis.call('TIME')
-  return t[1] .. '.' .. string.format('%06d', t[2])
 end
 """
 )
@@ -66,7 +62,11 @@ RECOVER = (
     ledger.ALLOW_OOM
     + FAIL
     + """
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[6]) == 0 then return {} end
+if ARGV[11] == '1' and redis.call('EXISTS', KEYS[6]) == 0 then
+  -- Recovered already, or emptied when its last element was dead-lettered: drop its entry.
+  redis.call('ZREM', KEYS[7], KEYS[6])
+  return {}
+end
 local at = clock()
 local out = {}
 local max = tonumber(ARGV[2])
@@ -149,6 +149,7 @@ return out
 TAKEOVER = (
     ledger.ALLOW_OOM
     + ledger.COMMON
+    + ledger.TEXT
     + """
 local t = now()
 local score = redis.call('ZSCORE', KEYS[5], ARGV[1])
@@ -177,7 +178,7 @@ for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     out[#out + 1] = m
   else
     redis.call('LREM', KEYS[2], 1, m)
-    dead(KEYS[7], ARGV[4], m, 'the queue element is not UTF-8 text')
+    dead(KEYS[7], ARGV[4], m)
   end
 end
 return out
