@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import redis
 
+from producer.admission import is_oom
 from registry import keys
 
 from . import ledger
@@ -75,10 +76,6 @@ def _transient(error: Exception) -> bool:
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         return True
     return isinstance(error, redis.ResponseError) and str(error).startswith(_TRANSIENT_REPLIES)
-
-
-def _full(error: Exception) -> bool:
-    return isinstance(error, redis.ResponseError) and str(error).startswith("OOM")
 
 
 class BatchConsumer(threading.Thread):
@@ -173,7 +170,6 @@ class BatchConsumer(threading.Thread):
                 self._exit_if_recycled()
             try:
                 if claimed is None:
-                    self._report("consuming")
                     # Under load a non-blocking claim takes a batch in one round trip; when the
                     # queue ran dry, a blocking move waits for the next message instead. Either
                     # way jobs recovered from a crashed or stalled batch come first, to run
@@ -181,11 +177,15 @@ class BatchConsumer(threading.Thread):
                     # it again.
                     claimed = self.runtime.claim(limit, block=0, isolate=True) if hot else None
                     if claimed is None and self._polling():
+                        self._report("consuming")
                         hot = True
                         self._stopping.wait(_BLOCK / 4)
                         continue
                     if claimed is None:
                         claimed = self.runtime.claim(limit, block=_BLOCK, isolate=True)
+                # Said only once a claim went through: a consumer whose every claim fails
+                # must not look healthy between its attempts.
+                self._report("consuming")
                 # After an idle wait, look again without blocking: the isolation queue may
                 # have filled while the blocking move watched only the job queue.
                 hot = claimed is None or claimed.more
@@ -219,7 +219,7 @@ class BatchConsumer(threading.Thread):
                 failures = 0
 
     def _failed(self, error: Exception, failures: int) -> None:
-        if _full(error):
+        if is_oom(error):
             self._poll_until = time.monotonic() + _POLL_AFTER_OOM
             self._log.warning("full", "Redis is full (%s): draining without blocking moves",
                               error)  # fmt: skip
