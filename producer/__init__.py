@@ -8,6 +8,7 @@ from registry import (
     Overloaded,
     PredictqError,
 )
+from registry.validation import validate_rows
 
 from .client import Client
 from .contract import (
@@ -19,7 +20,6 @@ from .contract import (
     JobResult,
     JobStatus,
 )
-from .validation import validate_rows
 
 __all__ = [
     "BATCH_TASK_NAME",

@@ -27,11 +27,11 @@ from registry import (
 )
 from registry.connection import connect, resolve_url
 from registry.names import check_name
+from registry.validation import check_probabilities, validate_rows
 
 from . import admission, records
 from .contract import FINAL_STATUSES, MAX_TTL, JobResult
 from .messages import batch_message, task_message
-from .validation import validate_rows
 
 # Jobs per SUBMIT script call: large enough to amortise the round trip, small enough that one
 # call does not block Redis for long.
@@ -190,13 +190,8 @@ class Client:
                 f"ttl must be a whole number of seconds from 1 to {MAX_TTL}, got {ttl!r}"
             )
         meta = self._target(model, version, alias)
-        if probabilities and not meta.signature.has_predict_proba:
-            raise InvalidInput(
-                f"{model} v{meta.version} ({meta.signature.estimator}) has no predict_proba: "
-                "submit without probabilities=True",
-                model=model,
-                version=meta.version,
-            )
+        if probabilities:
+            check_probabilities(meta)
         ttl = ttl or self.settings.result_ttl
         ids = [str(j) for j in job_ids] if job_ids is not None else _new_ids(len(jobs))
         rows_json: list[bytes] = []

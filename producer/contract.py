@@ -50,6 +50,9 @@ class JobResult(BaseModel):
     version: int | None = Field(None, description="The model version that ran (or is pinned).")
     predictions: list[Any] | None = None
     probabilities: list[list[float]] | None = None
+    classes: list[Any] | None = Field(
+        None, description="The classes each row's probabilities are for, in the same order."
+    )
     error: JobError | None = None
     submitted_at: datetime | None = None
     started_at: datetime | None = None

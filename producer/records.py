@@ -137,7 +137,7 @@ return out
 
 RECORD_FIELDS = (
     "status", "model", "alias", "version", "predictions", "proba", "error",
-    "submitted_at", "started_at", "finished_at", "attempts", "worker",
+    "submitted_at", "started_at", "finished_at", "attempts", "worker", "classes",
 )  # fmt: skip
 
 # KEYS: none. ARGV: job key prefix, then job IDs. The ``RECORD_FIELDS`` of each job (all nil when
@@ -186,7 +186,7 @@ def _result(**values: Any) -> JobResult:
 def _built(
     job_id: str, status: str, model: str | None, alias: str | None, version: Any,
     predictions: Any, probabilities: Any, error: Any, submitted_at: Any,
-    started_at: Any, finished_at: Any, attempts: Any, worker: str | None,
+    started_at: Any, finished_at: Any, attempts: Any, worker: str | None, classes: Any = None,
 ) -> JobResult:  # fmt: skip
     """A JobResult from a record's values, with its JSON fields already decoded."""
     return _result(
@@ -197,6 +197,7 @@ def _built(
         version=int(version) if version else None,
         predictions=predictions,
         probabilities=probabilities,
+        classes=classes,
         error=JobError.model_construct(**error) if error else None,
         submitted_at=timestamp(submitted_at),
         started_at=timestamp(started_at),
@@ -209,7 +210,7 @@ def _built(
 def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
     """A JobResult from the fields of ``RECORD_FIELDS`` (HMGET order); None when absent."""
     (status, model, alias, version, predictions, proba, error, submitted_at, started_at,
-     finished_at, attempts, worker) = values  # fmt: skip
+     finished_at, attempts, worker, classes) = values  # fmt: skip
     if not status:
         return None
     return _built(
@@ -218,6 +219,7 @@ def parse_record(job_id: str, values: list[Any]) -> JobResult | None:
         orjson.loads(proba) if proba else None,
         orjson.loads(error) if error else None,
         submitted_at, started_at, finished_at, attempts, worker,
+        orjson.loads(classes) if classes else None,
     )  # fmt: skip
 
 
@@ -231,4 +233,5 @@ def parse_told(raw: str) -> JobResult | None:
         told["id"], told["status"], told["model"], told["alias"], told["version"],
         told["predictions"], told["probabilities"], told["error"], told["submitted_at"],
         told["started_at"], told["finished_at"], told["attempts"], told["worker"],
+        told.get("classes"),
     )  # fmt: skip

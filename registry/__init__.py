@@ -17,20 +17,25 @@ from .errors import (
     PayloadTooLarge,
     PredictqError,
     RedisUnavailable,
+    SchemaWarning,
     Unauthorized,
     UnsupportedMediaType,
     WorkerLost,
 )
 from .models import Environment, ModelVersion, PromotionEvent, Signature
 from .registry import DEFAULT_ALIAS, Registry
+from .schema import Column, InputSchema, incompatibilities
 from .settings import Settings, get_settings
 from .store import ArtifactStore
+from .validation import check_probabilities, validate_rows
 
 __all__ = [
     "DEFAULT_ALIAS",
     "ArtifactStore",
+    "Column",
     "Environment",
     "Forbidden",
+    "InputSchema",
     "IntegrityError",
     "InvalidInput",
     "InvalidName",
@@ -49,10 +54,14 @@ __all__ = [
     "PromotionEvent",
     "RedisUnavailable",
     "Registry",
+    "SchemaWarning",
     "Settings",
     "Signature",
     "Unauthorized",
     "UnsupportedMediaType",
     "WorkerLost",
+    "check_probabilities",
     "get_settings",
+    "incompatibilities",
+    "validate_rows",
 ]

@@ -9,6 +9,10 @@ from __future__ import annotations
 import redis
 
 
+class SchemaWarning(UserWarning):
+    """Warned at registration when a model's input columns could not be fully typed."""
+
+
 class PredictqError(Exception):
     """Raised when predictq cannot do what was asked; the root of every predictq error."""
 

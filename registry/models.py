@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from .schema import InputSchema, default_schema
 
 
 class Signature(BaseModel):
@@ -18,6 +20,18 @@ class Signature(BaseModel):
     classes: list[Any] | None = Field(None, description="classes_, for classifiers.")
     has_predict_proba: bool = Field(description="Whether the estimator has predict_proba.")
     estimator: str = Field(description="The estimator's class, as module.Class.")
+    input_schema: InputSchema = Field(
+        None,  # type: ignore[assignment]  # filled in by _default_schema
+        description="The typed input columns. Versions registered before schemas existed take "
+        "numbers only, the schema they are given when read.",
+    )
+    outputs: int = Field(1, description="Predictions per row: more than 1 for multi-output.")
+
+    @model_validator(mode="after")
+    def _default_schema(self) -> Signature:
+        if self.input_schema is None:
+            self.input_schema = default_schema(self.n_features, self.feature_names)
+        return self
 
 
 class Environment(BaseModel):

@@ -6,6 +6,7 @@ import getpass
 import os
 import socket
 import tempfile
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import redis
 
 from . import formats, keys, scripts
 from .connection import connect, resolve_url
-from .errors import ModelNotFound, NothingToRollBack
+from .errors import ModelNotFound, NothingToRollBack, SchemaWarning
 from .models import ModelVersion, PromotionEvent
 from .names import check_name
 from .settings import Settings, get_settings
@@ -64,11 +65,15 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         metrics: Mapping[str, float] | None = None,
         format: formats.Format | None = None,
+        input_example: Any = None,
     ) -> ModelVersion:
         """Store a fitted estimator (or a joblib or .skops file) as the next version of ``name``.
 
         ``format`` is "joblib" (the default for estimators) or "skops" (loads only allowed
-        types); a file's format follows its extension.
+        types); a file's format follows its extension. ``input_example`` (a pandas DataFrame or
+        a list of records, a few rows the model takes) types the input columns; without it
+        they are typed from what the fitted estimator tells (see registry/schema.py), and a
+        SchemaWarning says when that is not enough.
         """
         check_name(name)
         trusted = self.settings.skops_trusted_types
@@ -78,16 +83,18 @@ class Registry:
             # Registering a joblib file unpickles it here, once, to read its signature: only
             # register joblib files you trust. Workers never load an artifact whose hash differs.
             estimator = formats.loads(path.read_bytes(), fmt, trusted, model=name, version=0)
-            sig = signature_of(estimator)
+            sig, notes = signature_of(estimator, input_example)
             sha, size = self.store.put_file(path)
         else:
             fmt = format or "joblib"
-            sig = signature_of(estimator_or_path)
+            sig, notes = signature_of(estimator_or_path, input_example)
             data = formats.dumps(estimator_or_path, fmt, trusted)
             with tempfile.TemporaryDirectory() as tmp:
                 tmp_path = Path(tmp) / f"model.{fmt}"
                 tmp_path.write_bytes(data)
                 sha, size = self.store.put_file(tmp_path)
+        for note in notes:
+            warnings.warn(f"{name}: {note}", SchemaWarning, stacklevel=2)
         while True:
             version = int(self.redis.incr(keys.model_seq(name)))
             meta = ModelVersion(

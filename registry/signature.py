@@ -11,6 +11,8 @@ import sklearn
 
 from .errors import InvalidInput
 from .models import Environment, Signature
+from .schema import InputSchema, infer_schema, model_input
+from .validation import validate_rows
 
 
 def _plain(value: Any) -> Any:
@@ -18,8 +20,12 @@ def _plain(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
 
 
-def signature_of(estimator: Any) -> Signature:
-    """The signature of a fitted estimator; refuses objects that are not fitted predictors."""
+def signature_of(estimator: Any, input_example: Any = None) -> tuple[Signature, list[str]]:
+    """The signature of a fitted estimator, and warnings for the one who registers it.
+
+    Refuses objects that are not fitted predictors, and an ``input_example`` the model cannot
+    predict on: what registers is what serves.
+    """
     if not hasattr(estimator, "predict"):
         raise InvalidInput(
             f"{type(estimator).__name__} has no predict(): register a fitted scikit-learn estimator"
@@ -29,16 +35,46 @@ def signature_of(estimator: Any) -> Signature:
         raise InvalidInput(
             f"{type(estimator).__name__} has no n_features_in_: fit it before registering"
         )
-    names = getattr(estimator, "feature_names_in_", None)
+    raw_names = getattr(estimator, "feature_names_in_", None)
+    names = [str(n) for n in raw_names] if raw_names is not None else None
     classes = getattr(estimator, "classes_", None)
+    if isinstance(classes, list):  # one array per output of a multi-output classifier
+        classes = [_plain(c) for c in classes]
+    schema, warnings = infer_schema(estimator, int(n_features), names, input_example)
+    outputs = int(getattr(estimator, "n_outputs_", 1) or 1)
+    if input_example is not None:
+        outputs = _try_example(estimator, schema, input_example)
     cls = type(estimator)
-    return Signature(
+    signature = Signature(
         n_features=int(n_features),
-        feature_names=[str(n) for n in names] if names is not None else None,
+        feature_names=names,
         classes=_plain(classes) if classes is not None else None,
         has_predict_proba=hasattr(estimator, "predict_proba"),
         estimator=f"{cls.__module__}.{cls.__qualname__}",
+        input_schema=schema,
+        outputs=outputs,
     )
+    return signature, warnings
+
+
+def _try_example(estimator: Any, schema: InputSchema, example: Any) -> int:
+    """Predict on the first rows of the example, as a worker would; returns outputs per row."""
+    records = example.head(5).to_dict("records") if hasattr(example, "head") else example[:5]
+    rows = validate_rows(records, schema, max_rows=5)
+    try:
+        predictions = np.asarray(estimator.predict(model_input(rows, schema)))
+    except Exception as e:
+        raise InvalidInput(
+            f"the model could not predict on its input example ({type(e).__name__}: "
+            f"{first_line(e)}): give an example of the rows it was fitted on"
+        ) from e
+    return int(predictions.shape[1]) if predictions.ndim == 2 else 1
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def current_environment() -> Environment:

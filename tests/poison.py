@@ -22,7 +22,8 @@ class Canary:
 
 
 class PoisonClassifier(ClassifierMixin, BaseEstimator):
-    """Predicts the sign of the first feature, and raises when any first feature is 666."""
+    """Predicts the sign of the first feature. A first feature of 666 is refused the way
+    scikit-learn refuses input (ValueError); 667 breaks the model itself (RuntimeError)."""
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> PoisonClassifier:
         self.n_features_in_ = x.shape[1]
@@ -32,6 +33,8 @@ class PoisonClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, x: np.ndarray) -> np.ndarray:
         if np.any(x[:, 0] == 666):
             raise ValueError("poisoned row")
+        if np.any(x[:, 0] == 667):
+            raise RuntimeError("the model broke")
         return (x[:, 0] > 0).astype(int)
 
 

@@ -40,7 +40,8 @@ def test_a_poisoned_job_inside_a_batch_fails_alone(
     registry.register("poison", PoisonClassifier().fit(np.zeros((2, 3)), np.array([0, 1])),
                       promote=True)  # fmt: skip
     jobs = [[[float(i - 20), 0.0, 0.0]] for i in range(40)]
-    jobs[13] = [[666.0, 0.0, 0.0]]
+    jobs[13] = [[666.0, 0.0, 0.0]]  # refused by the model: the caller's input
+    jobs[21] = [[667.0, 0.0, 0.0]]  # breaks the model: the model's fault
     jobs[27] = [[1.0, 2.0]]  # wrong shape: caught by validation, also alone
     # Bypass early validation for the bad-shape job, as a stock Celery client would.
     raw_id = _raw_submit(client, "poison", jobs[27])
@@ -55,7 +56,12 @@ def test_a_poisoned_job_inside_a_batch_fails_alone(
     results = client.wait_many(ids, timeout=60)
 
     failed = {i: r.error.code for i, r in enumerate(results) if r.status == "failed" and r.error}
-    assert failed == {13: "internal", 27: "invalid_input"}
+    assert failed == {13: "invalid_input", 21: "internal", 27: "invalid_input"}
+    # The caller gets the model's own words, on one line, naming the version.
+    refused = results[13].error
+    assert refused is not None and "poison v1 refused this job's rows: poisoned row" in refused.message
+    broke = results[21].error
+    assert broke is not None and "RuntimeError" in broke.message
     for i, res in enumerate(results):
         if i not in failed:
             assert res.predictions == [int(jobs[i][0][0] > 0)]

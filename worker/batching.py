@@ -13,8 +13,11 @@ import numpy as np
 import orjson
 import sklearn
 
-from producer import JobRequest, validate_rows
-from registry import InvalidInput, PredictqError
+from producer import JobRequest
+from registry import InvalidInput, PredictqError, check_probabilities
+from registry.schema import model_input
+from registry.signature import first_line
+from registry.validation import validate_rows
 
 from .model_cache import LoadedModel, ModelCache
 
@@ -44,7 +47,9 @@ class Job:
     # The rows as the message gave them, when they are not ``request.rows``: the jobs of a
     # batch message share one request.
     given: Any = field(default=None, repr=False)
-    rows: list[list[float]] = field(default_factory=list, repr=False)
+    rows: list[list[Any]] = field(default_factory=list, repr=False)
+    # The JSON of the class order its probabilities follow, when it asked for them.
+    classes: bytes = b""
 
     def fail(self, error: PredictqError) -> None:
         self.status, self.error = "failed", error
@@ -80,10 +85,8 @@ def _prepare(job: Job, models: _Models, max_rows: int) -> LoadedModel | None:
         job.version = loaded.meta.version
         rows = request.rows if job.given is None else job.given
         job.rows = validate_rows(rows, loaded.meta.signature, max_rows=max_rows)
-        if request.probabilities and not loaded.meta.signature.has_predict_proba:
-            raise InvalidInput(
-                f"{request.model} v{job.version} has no predict_proba: submit without probabilities"
-            )
+        if request.probabilities:
+            check_probabilities(loaded.meta)
     except PredictqError as e:
         job.fail(e)
         return None
@@ -114,28 +117,34 @@ def _dumps(values: Any) -> bytes:
 
 def _predict(loaded: LoadedModel, jobs: list[Job]) -> None:
     """One predict() (and at most one predict_proba()) for ``jobs``, split back per job."""
-    x = np.asarray([row for job in jobs for row in job.rows], dtype=np.float64)
+    schema = loaded.meta.signature.input_schema
+    rows = [row for job in jobs for row in job.rows]
+    x = model_input(rows, schema)
     wants = [j for j in jobs if j.request is not None and j.request.probabilities]
-    # Rows were already checked against feature_names_in_; sklearn would otherwise warn on
-    # every call that a bare array has no column names. Only such models need the filter, which
-    # costs more than a small batch's predict().
-    quiet = warnings.catch_warnings() if loaded.meta.signature.feature_names else nullcontext()
-    with quiet:
-        if loaded.meta.signature.feature_names:
+    # A model fitted on named columns that gets a float array (the fast path) would warn on
+    # every call that the array has no column names: the rows were checked by name already.
+    # Only such models need the filter, which costs more than a small batch's predict().
+    quiet = schema.named and not schema.frame
+    with warnings.catch_warnings() if quiet else nullcontext():
+        if quiet:
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
         predictions = np.asarray(loaded.estimator.predict(x))
         proba = None
         if wants:
-            px = x if len(wants) == len(jobs) else np.asarray([r for j in wants for r in j.rows])
+            px = x if len(wants) == len(jobs) else model_input(
+                [r for j in wants for r in j.rows], schema
+            )  # fmt: skip
             proba = np.asarray(loaded.estimator.predict_proba(px))
     start = 0
     proba_start = 0
+    classes = loaded.classes
     for job in jobs:
         end = start + len(job.rows)
         job.predictions = _dumps(predictions[start:end])
         if proba is not None and job.request is not None and job.request.probabilities:
             proba_end = proba_start + len(job.rows)
             job.proba = _dumps(proba[proba_start:proba_end])
+            job.classes = classes
             proba_start = proba_end
         job.status = "succeeded"
         start = end
@@ -176,18 +185,36 @@ def run_batch(
             try:
                 with timing():
                     _predict(loaded, chunk)
-            except Exception:
+            except Exception as e:
                 if len(chunk) == 1:
-                    _fail_internal(chunk[0])
+                    _fail_alone(chunk[0], loaded, e)
                     continue
                 for job in chunk:
                     try:
                         with timing():
                             _predict(loaded, [job])
-                    except Exception:
-                        _fail_internal(job)
+                    except Exception as alone:
+                        _fail_alone(job, loaded, alone)
 
 
-def _fail_internal(job: Job) -> None:
-    log.exception("job %s failed in predict()", job.id)
-    job.fail(PredictqError("predict() raised an error on this job's rows; see the worker log"))
+def _fail_alone(job: Job, loaded: LoadedModel, error: Exception) -> None:
+    """Fail a job whose rows the model raised on, run alone.
+
+    scikit-learn refuses input it cannot take (an unknown category under
+    ``handle_unknown="error"``, a value it cannot convert) with ValueError or TypeError: that
+    is the caller's input, and the caller gets the model's own words. Anything else is a fault
+    of the model or the worker.
+    """
+    meta = loaded.meta
+    if isinstance(error, ValueError | TypeError):
+        log.info("job %s: %s v%s refused its rows: %s", job.id, meta.name, meta.version, error)
+        job.fail(InvalidInput(
+            f"{meta.name} v{meta.version} refused this job's rows: {first_line(error)}",
+            model=meta.name, version=meta.version, job_id=job.id,
+        ))  # fmt: skip
+        return
+    log.error("job %s failed in predict()", job.id, exc_info=error)
+    job.fail(PredictqError(
+        f"predict() raised {type(error).__name__} on this job's rows; see the worker log",
+        model=meta.name, version=meta.version, job_id=job.id,
+    ))  # fmt: skip

@@ -277,7 +277,7 @@ local out = {{}}
 local counts = {{}}
 local replies = {{}}
 local ids = {{}}
-for b = 14, #ARGV, 7 do
+for b = 14, #ARGV, 8 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
   ids[#ids + 1] = id
@@ -291,6 +291,9 @@ for b = 14, #ARGV, 7 do
     local fields = {{'status', status, 'finished_at', ARGV[1], 'payload', ''}}
     if ARGV[b + 3] ~= '' then fields[7] = 'predictions'; fields[8] = ARGV[b + 3] end
     if ARGV[b + 4] ~= '' then fields[#fields + 1] = 'proba'; fields[#fields + 1] = ARGV[b + 4] end
+    if ARGV[b + 7] ~= '' then
+      fields[#fields + 1] = 'classes'; fields[#fields + 1] = ARGV[b + 7]
+    end
     if ARGV[b + 5] ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = ARGV[b + 5] end
     -- A job that failed before its version was known keeps the version it was pinned to.
     if ARGV[b + 2] ~= '' then

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from registry import ModelVersion, PredictqError, Registry, keys
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,14 @@ class LoadedModel:
 
     meta: ModelVersion
     estimator: Any
+    # The JSON of the class order predict_proba() answers in, which a result with
+    # probabilities carries: encoded once per load, not per job.
+    classes: bytes = b""
+
+    def __post_init__(self) -> None:
+        classes = self.meta.signature.classes
+        if classes is not None:
+            object.__setattr__(self, "classes", orjson.dumps(classes))
 
 
 class ModelCache:

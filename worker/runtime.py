@@ -427,7 +427,7 @@ class Runtime:
             # Whoever waits on the job's reply list gets the result itself: no read afterwards.
             told = self._told(job, stamp, error) if job.reply else b""
             argv += [job.id, job.status, "" if job.version is None else job.version,
-                     job.predictions, job.proba, error, told]  # fmt: skip
+                     job.predictions, job.proba, error, told, job.classes]  # fmt: skip
         return [
             keys.INFLIGHT,
             rec.stats_key(now),
@@ -448,7 +448,8 @@ class Runtime:
         })  # fmt: skip
         return b"".join((
             head[:-1], b',"predictions":', job.predictions or b"null",
-            b',"probabilities":', job.proba or b"null", b',"error":', error or b"null", b"}",
+            b',"probabilities":', job.proba or b"null", b',"classes":', job.classes or b"null",
+            b',"error":', error or b"null", b"}",
         ))  # fmt: skip
 
     def dead_letter(self, job_id: str | None, raw: str, error: PredictqError) -> None:

@@ -12,11 +12,12 @@ from ..contract import MAX_TTL
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
-_NUMBER = (int, float)
+# A cell: a number, a boolean, a string, or null for a missing value.
+_CELL = (int, float, bool, str, type(None))
 
 
 def _shape_of_rows(rows: list[Any]) -> list[Any]:
-    """Each row a list of numbers or a record of numbers; the model's signature is checked later.
+    """Each row a list of cells or a record of cells; the model's schema is checked later.
 
     Checked here so that a body the OpenAPI schema refuses is refused (422) before any lookup.
     """
@@ -26,23 +27,29 @@ def _shape_of_rows(rows: list[Any]) -> list[Any]:
         elif isinstance(row, dict):
             values = list(row.values())
         else:
-            raise ValueError(f"row {i} must be a list of numbers or a record of numbers")
-        # JSON booleans are ints to Python; a fast type check first, the slow one names the value.
-        if not set(map(type, values)) <= {int, float}:
-            bad = next(v for v in values if type(v) not in _NUMBER)
-            raise ValueError(f"row {i} holds {bad!r}: every value must be a number")
+            raise ValueError(f"row {i} must be a list of values or a record of values")
+        # A fast type check first; the slow one names the value.
+        if not set(map(type, values)) <= set(_CELL):
+            bad = next(v for v in values if type(v) not in _CELL)
+            raise ValueError(
+                f"row {i} holds {str(bad)[:40]!r}: each value must be a number, a boolean, a "
+                "string or null"
+            )
     return rows
 
 
+_CELL_SCHEMA = {"type": ["number", "boolean", "string", "null"]}
 _ROWS_SCHEMA = {
     "type": "array",
     "minItems": 1,
-    "description": "Rows as lists of numbers in the model's feature order, or as records keyed "
-    "by feature name (models fitted on named columns).",
+    "description": "Rows as lists of values in the model's column order, or as records keyed "
+    "by column name (models fitted on named columns). Each value must match the column's type "
+    "in the version's input schema (GET /v1/models/{name}/versions/{version}); null is a "
+    "missing value, accepted where the column is nullable.",
     "items": {
         "anyOf": [
-            {"type": "array", "items": {"type": "number"}},
-            {"type": "object", "additionalProperties": {"type": "number"}},
+            {"type": "array", "items": _CELL_SCHEMA},
+            {"type": "object", "additionalProperties": _CELL_SCHEMA},
         ]
     },
 }
