@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,35 +11,9 @@ from rich.console import Console
 from registry import DEFAULT_ALIAS, InvalidInput, Overloaded
 
 from .client import Client
+from .files import read_csv
 
 console = Console()
-
-
-def _read_csv(path: Path) -> list[Any]:
-    """Rows of a CSV file: records when its first line is a header, else lists of numbers."""
-    with open(path, newline="", encoding="utf-8") as f:
-        lines = [line for line in csv.reader(f) if line]
-    if not lines:
-        raise InvalidInput(f"{path} has no rows")
-
-    def number(cell: str, where: str) -> float:
-        try:
-            return float(cell)
-        except ValueError as e:
-            raise InvalidInput(f"{path} {where}: {cell!r} is not a number") from e
-
-    try:
-        [float(c) for c in lines[0]]
-        header = None
-    except ValueError:
-        header = [c.strip() for c in lines[0]]
-        lines = lines[1:]
-    if header is None:
-        return [[number(c, f"line {i + 1}") for c in line] for i, line in enumerate(lines)]
-    return [
-        {h: number(c, f"line {i + 2} column {h!r}") for h, c in zip(header, line, strict=False)}
-        for i, line in enumerate(lines)
-    ]
 
 
 def submit(
@@ -52,7 +24,9 @@ def submit(
         "--file",
         exists=True,
         dir_okay=False,
-        help="CSV to score in bulk (header row = feature names).",
+        help="CSV to score in bulk, typed by the version's input schema: a header row of "
+        "column names (models fitted on named columns), or rows in column order; an empty "
+        "cell is a missing value.",
     ),
     rows_per_job: int = typer.Option(
         1000, "--rows-per-job", min=1, help="With --file: rows per job."
@@ -81,7 +55,8 @@ def submit(
                                  probabilities=probabilities)]  # fmt: skip
         else:
             assert file is not None
-            data = _read_csv(file)
+            schema = client.registry.get(name, version=version, alias=alias).signature
+            data = read_csv(file, schema.input_schema)
             jobs = [data[i : i + rows_per_job] for i in range(0, len(data), rows_per_job)]
             ids = client.submit_many(name, jobs, version=version, alias=alias,
                                      probabilities=probabilities)  # fmt: skip

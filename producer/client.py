@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 
@@ -26,6 +27,7 @@ from registry import (
     keys,
 )
 from registry.connection import connect, resolve_url
+from registry.errors import PredictqError, error_for
 from registry.names import check_name
 from registry.validation import check_probabilities, validate_rows
 
@@ -56,11 +58,20 @@ _DRAIN = 10_000
 _READ_CHUNK = 5_000
 
 
-def _plain_rows(rows: Any) -> Any:
-    """numpy arrays and pandas frames as plain lists (rows) or records."""
+def _plain_rows(rows: Any, named: bool) -> Any:
+    """numpy arrays and pandas frames as plain lists (rows) or records (for a model fitted on
+    named columns, which are then matched by name)."""
     if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
-        return rows.to_dict("records")
+        return rows.to_dict("records") if named else rows.to_numpy().tolist()
     return rows.tolist() if hasattr(rows, "tolist") else rows
+
+
+def _error_of(result: JobResult) -> PredictqError:
+    """The error a failed (or cancelled) job's record holds, raised as its own class."""
+    if result.error is None:
+        return PredictqError(f"job {result.id} ended {result.status}", job_id=result.id)
+    return error_for(result.error.code, f"job {result.id}: {result.error.message}",
+                     model=result.model, version=result.version, job_id=result.id)  # fmt: skip
 
 
 def _new_ids(n: int) -> list[str]:
@@ -194,13 +205,14 @@ class Client:
             check_probabilities(meta)
         ttl = ttl or self.settings.result_ttl
         ids = [str(j) for j in job_ids] if job_ids is not None else _new_ids(len(jobs))
+        named = meta.signature.input_schema.named
         rows_json: list[bytes] = []
         for i, (job_id, rows) in enumerate(zip(ids, jobs, strict=True)):
             if not job_id or len(job_id) > 200:
                 raise InvalidInput(f"job ID {job_id!r} must be 1-200 characters")
             try:
                 plain = validate_rows(
-                    _plain_rows(rows), meta.signature, max_rows=self.settings.max_rows
+                    _plain_rows(rows, named), meta.signature, max_rows=self.settings.max_rows
                 )
             except InvalidInput as e:
                 prefix = f"job {i}: " if len(jobs) > 1 else ""
@@ -360,6 +372,52 @@ class Client:
             "`predictq status` for workers",
             job_id=job_id,
         )
+
+    def predict(
+        self,
+        model: str,
+        frame: Any,
+        *,
+        version: int | None = None,
+        alias: str = DEFAULT_ALIAS,
+        probabilities: bool = False,
+        rows_per_job: int = 1000,
+        timeout: float = 60.0,
+    ) -> Any:
+        """Score a pandas DataFrame through the queue; a DataFrame of results on its index.
+
+        Its columns are ``prediction`` (``prediction_0``, ... for a multi-output model) and,
+        with ``probabilities``, one ``proba_<class>`` column per class. Rows go out as jobs of
+        ``rows_per_job``; the first job that fails raises its error, as ``predict()`` would.
+        """
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidInput(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
+        if rows_per_job < 1:
+            raise InvalidInput("rows_per_job must be at least 1")
+        chunks = [frame.iloc[i : i + rows_per_job] for i in range(0, len(frame), rows_per_job)]
+        ids = self.submit_many(model, chunks, version=version, alias=alias,
+                               probabilities=probabilities)  # fmt: skip
+        predictions: list[Any] = []
+        proba: list[Any] = []
+        classes: list[Any] | None = None
+        for result in self.wait_many(ids, timeout=timeout):
+            if result.status != "succeeded":
+                raise _error_of(result)
+            predictions += result.predictions or []
+            proba += result.probabilities or []
+            classes = result.classes or classes
+        values = np.asarray(predictions, dtype=object)
+        if values.ndim == 2:
+            out = pd.DataFrame({f"prediction_{i}": values[:, i].tolist()
+                                for i in range(values.shape[1])}, index=frame.index)  # fmt: skip
+        else:
+            out = pd.DataFrame({"prediction": predictions}, index=frame.index)
+        if probabilities and classes is not None:
+            for i, name in enumerate(classes):
+                out[f"proba_{name}"] = [p[i] for p in proba]
+        return out
 
     def wait_many(self, job_ids: Sequence[str], timeout: float = 60.0) -> list[JobResult]:
         """Block until every job is final; results come back in the order of ``job_ids``.

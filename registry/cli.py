@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InvalidInput
+from .errors import InvalidInput, SchemaWarning
 from .registry import DEFAULT_ALIAS, Registry
+from .schema import InputSchema
 
 app = typer.Typer(help="Register, promote, roll back and inspect model versions.",
                   no_args_is_help=True)  # fmt: skip
@@ -37,6 +40,15 @@ def register(
     description: str | None = typer.Option(None, "--description", "-d"),
     tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable."),
     metric: list[str] = typer.Option([], "--metric", help="KEY=NUMBER, repeatable."),
+    input_example: Path | None = typer.Option(
+        None,
+        "--input-example",
+        exists=True,
+        dir_okay=False,
+        help="A CSV of a few rows the model takes (with a header): types the input columns "
+        "(strings, booleans, integers, missing values). Without it they are read off the "
+        "fitted model.",
+    ),
 ) -> None:
     """Register a joblib file as the next version of NAME."""
     metrics_raw = _pairs(metric, "metric")
@@ -44,13 +56,44 @@ def register(
         metrics = {k: float(v) for k, v in metrics_raw.items()}
     except ValueError as e:
         raise InvalidInput(f"metric values must be numbers: {e}") from e
-    meta = Registry().register(
-        name, path, promote=promote, alias=alias, description=description,
-        tags=_pairs(tag, "tag"), metrics=metrics,
-    )  # fmt: skip
+    example = _read_example(input_example) if input_example is not None else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SchemaWarning)
+        meta = Registry().register(
+            name, path, promote=promote, alias=alias, description=description,
+            tags=_pairs(tag, "tag"), metrics=metrics, input_example=example,
+        )  # fmt: skip
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
     promoted = f" and promoted to {alias!r}" if promote else ""
     console.print(f"registered [bold]{name}[/] v{meta.version} (sha256 {meta.sha256[:12]}...)"
-                  f"{promoted}")  # fmt: skip
+                  f"{promoted}", highlight=False)  # fmt: skip
+    _print_schema(meta.signature.input_schema)
+
+
+def _read_example(path: Path) -> Any:
+    """A CSV input example as pandas reads it: strings stay strings, empty cells are missing."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig")
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{path} could not be read as a CSV input example: {e}") from e
+    if frame.empty:
+        raise InvalidInput(f"{path} has no rows: an input example needs a header and rows")
+    return frame
+
+
+def _print_schema(schema: InputSchema) -> None:
+    table = Table("column", "type", "missing allowed", "known values",
+                  title=f"input schema (from the {schema.source})")  # fmt: skip
+    for column in schema.columns:
+        known = column.categories
+        shown = "-" if known is None else ", ".join(str(k) for k in known[:10])
+        if known is not None and len(known) > 10:
+            shown += f", ... ({len(known)})"
+        table.add_row(column.name, column.type, "yes" if column.nullable else "no", shown)
+    console.print(table)
 
 
 @app.command("list")
@@ -79,7 +122,9 @@ def show(
     """Show a model's versions, aliases and history, or one version's full metadata."""
     reg = Registry()
     if version is not None:
-        console.print_json(reg.get(name, version=version).model_dump_json())
+        meta = reg.get(name, version=version)
+        console.print_json(meta.model_dump_json())
+        _print_schema(meta.signature.input_schema)
         return
     aliases = reg.aliases(name)
     table = Table("version", "aliases", "estimator", "features", "sha256", "created", "metrics")
@@ -92,6 +137,9 @@ def show(
             ", ".join(f"{k}={v:g}" for k, v in meta.metrics.items()) or "-",
         )  # fmt: skip
     console.print(table)
+    served = aliases.get(DEFAULT_ALIAS)
+    if served is not None:
+        _print_schema(reg.get(name, version=served).signature.input_schema)
     history = reg.history(name)[-10:]
     if history:
         hist = Table("when", "action", "alias", "from", "to", "who", title="promotion history")

@@ -6,6 +6,8 @@ the gateway answers with, so one name means the same thing in Python, in Redis a
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 
@@ -200,3 +202,16 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         UnsupportedMediaType,
     )
 }
+
+
+def error_for(code: str, message: str, **context: Any) -> PredictqError:
+    """The error a job's ``{code, message}`` stands for, as the class that has that code."""
+    found: type[PredictqError] = PredictqError
+    todo: list[type[PredictqError]] = [PredictqError]
+    while todo:
+        cls = todo.pop()
+        if cls.__dict__.get("code") == code:
+            found = cls
+            break
+        todo += cls.__subclasses__()
+    return found(message, **context)

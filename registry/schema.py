@@ -13,8 +13,10 @@ schema's dtypes for a model fitted on one, a float array for an all-numeric mode
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -323,14 +325,30 @@ def estimator_columns(estimator: Any, columns: list[Column]) -> list[str]:
     return untyped
 
 
+def _fitted_parts(estimator: Any) -> Iterator[Any]:
+    """The estimator and every fitted part of it: Pipeline steps, ColumnTransformer
+    transformers (their fitted copies), and meta-estimators' fitted inner estimators."""
+    todo = [estimator]
+    seen: set[int] = set()
+    while todo:
+        part = todo.pop()
+        if id(part) in seen or isinstance(part, str):
+            continue
+        seen.add(id(part))
+        yield part
+        todo += [s for _n, s in getattr(part, "steps", None) or []]
+        todo += [t for _n, t, _c in getattr(part, "transformers_", None) or []]
+        for attribute in ("estimator_", "base_estimator_", "final_estimator_"):
+            inner = getattr(part, attribute, None)
+            if inner is not None:
+                todo.append(inner)
+
+
 def _object_encoder(estimator: Any) -> bool:
-    try:
-        params = estimator.get_params(deep=True).values()
-    except Exception:
-        return False
-    for value in [estimator, *params]:
-        for categories in getattr(value, "categories_", None) or []:
-            if getattr(categories, "dtype", None) is np.dtype(object):
+    """Whether some fitted part encodes string categories."""
+    for part in _fitted_parts(estimator):
+        for categories in getattr(part, "categories_", None) or []:
+            if getattr(categories, "dtype", None) == np.dtype(object):
                 return True
     return False
 
@@ -415,6 +433,20 @@ def model_input(rows: list[list[Any]], schema: InputSchema) -> Any:
     for column, values in zip(schema.columns, zip(*rows, strict=True), strict=True):
         data[column.name] = _array(column, values)
     return pd.DataFrame(data, copy=False)
+
+
+@contextlib.contextmanager
+def quiet_names(schema: InputSchema) -> Iterator[None]:
+    """Around predict(): a model fitted on named columns that gets a float array (the fast
+    path) would warn on every call that the array has no column names, and the rows were
+    checked by name already. Only such models need the filter, which costs more than a small
+    batch's predict()."""
+    if not schema.named or schema.frame:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        yield
 
 
 def _array(column: Column, values: tuple[Any, ...]) -> Any:

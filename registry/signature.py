@@ -11,7 +11,7 @@ import sklearn
 
 from .errors import InvalidInput
 from .models import Environment, Signature
-from .schema import InputSchema, infer_schema, model_input
+from .schema import InputSchema, infer_schema, model_input, quiet_names
 from .validation import validate_rows
 
 
@@ -62,7 +62,8 @@ def _try_example(estimator: Any, schema: InputSchema, example: Any) -> int:
     records = example.head(5).to_dict("records") if hasattr(example, "head") else example[:5]
     rows = validate_rows(records, schema, max_rows=5)
     try:
-        predictions = np.asarray(estimator.predict(model_input(rows, schema)))
+        with quiet_names(schema):
+            predictions = np.asarray(estimator.predict(model_input(rows, schema)))
     except Exception as e:
         raise InvalidInput(
             f"the model could not predict on its input example ({type(e).__name__}: "

@@ -59,7 +59,9 @@ def test_a_poisoned_job_inside_a_batch_fails_alone(
     assert failed == {13: "invalid_input", 21: "internal", 27: "invalid_input"}
     # The caller gets the model's own words, on one line, naming the version.
     refused = results[13].error
-    assert refused is not None and "poison v1 refused this job's rows: poisoned row" in refused.message
+    assert (
+        refused is not None and "poison v1 refused this job's rows: poisoned row" in refused.message
+    )
     broke = results[21].error
     assert broke is not None and "RuntimeError" in broke.message
     for i, res in enumerate(results):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import sklearn
 
 from producer import JobRequest
 from registry import InvalidInput, PredictqError, check_probabilities
-from registry.schema import model_input
+from registry.schema import model_input, quiet_names
 from registry.signature import first_line
 from registry.validation import validate_rows
 
@@ -121,13 +120,7 @@ def _predict(loaded: LoadedModel, jobs: list[Job]) -> None:
     rows = [row for job in jobs for row in job.rows]
     x = model_input(rows, schema)
     wants = [j for j in jobs if j.request is not None and j.request.probabilities]
-    # A model fitted on named columns that gets a float array (the fast path) would warn on
-    # every call that the array has no column names: the rows were checked by name already.
-    # Only such models need the filter, which costs more than a small batch's predict().
-    quiet = schema.named and not schema.frame
-    with warnings.catch_warnings() if quiet else nullcontext():
-        if quiet:
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    with quiet_names(schema):
         predictions = np.asarray(loaded.estimator.predict(x))
         proba = None
         if wants:
