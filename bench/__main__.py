@@ -24,7 +24,7 @@ import sklearn
 from . import memory, report, scenarios
 from .clients import NAIVE, PREDICTQ
 from .config import Config
-from .models import BIG, LR, PROMO, RF, Models, build, build_big
+from .models import BIG, LR, MIXED, PROMO, RF, Models, build, build_big
 from .systems import REPO, Naive, Predictq, Reaper, RedisServer
 
 DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
@@ -79,6 +79,8 @@ class Run:
         naive = Naive(self.reaper, naive_redis.url, models.paths)
         for name in (LR, RF):
             pq.registry.register(name, models.estimators[name], promote=True)
+        pq.registry.register(MIXED, models.estimators[MIXED], promote=True,
+                             input_example=models.mixed_frame.head(100))  # fmt: skip
         pq.registry.register(PROMO, models.estimators[LR], promote=True)
         c = cfg.worker_concurrency
         self.log(f"starting a predictq worker and a naive Celery worker (-c {c} each)")
@@ -105,19 +107,20 @@ class Run:
             pq.clear_jobs()
             naive.clear_results()
 
-        for name in (LR, RF):
+        for name in (LR, RF, MIXED):
             est = models.estimators[name]
-            expected = scenarios.predict_all(est, rows)
-            scenarios.warm_up(pq, name, rows[: 4 * cfg.worker_concurrency])
+            bulk = models.records(cfg.bulk_jobs) if name == MIXED else rows
+            expected = scenarios.predict_all(est, bulk)
+            scenarios.warm_up(pq, name, bulk[: 4 * cfg.worker_concurrency])
             clean()
-            self.add(self.step(f"bulk {name} in-process", scenarios.in_process, est, name, rows))
+            self.add(self.step(f"bulk {name} in-process", scenarios.in_process, est, name, bulk))
             self.add(
                 self.step(
-                    f"bulk {name} predictq ({len(rows):,} jobs)",
+                    f"bulk {name} predictq ({len(bulk):,} jobs)",
                     scenarios.bulk_predictq,
                     pq,
                     name,
-                    rows,
+                    bulk,
                     expected,
                     timeout,
                 )
@@ -129,7 +132,7 @@ class Run:
                     scenarios.bulk_naive,
                     naive,
                     name,
-                    rows[:k],
+                    bulk[:k],
                     expected[:k],
                     timeout,
                 )

@@ -19,6 +19,7 @@ LR = "lr"
 RF = "rf"
 PROMO = "lrpromo"  # v1 is the LogisticRegression, v2 its mirror image (every prediction flips)
 BIG = "bigrf"
+MIXED = "mixed"  # a ColumnTransformer pipeline over strings, numbers with gaps and a boolean
 
 
 @dataclass
@@ -29,7 +30,18 @@ class Models:
     estimators: dict[str, Any]
     paths: dict[str, Path] = field(default_factory=dict)
     promo_v2: Any = None
+    # The mixed-type table: the DataFrame the pipeline was fitted on, and its rows as records
+    # (None for a missing value), as a JSON client sends them.
+    mixed_frame: Any = None
     fit_seconds: dict[str, float] = field(default_factory=dict)
+
+    def records(self, n: int) -> list[dict[str, Any]]:
+        """``n`` mixed-type rows as records, cycling through the table."""
+        table: list[dict[str, Any]] = self.mixed_frame.to_dict("records")
+        for record in table:
+            if record["income"] != record["income"]:  # NaN: missing
+                record["income"] = None
+        return [table[i % len(table)] for i in range(n)]
 
     def rows(self, n: int) -> list[list[float]]:
         """``n`` rows as plain lists (cycling through the data when ``n`` is larger)."""
@@ -53,12 +65,44 @@ def build(data_rows: int, rf_trees: int, rf_fit_rows: int, out_dir: Path) -> Mod
     rf.n_jobs = None  # predict() single-threaded, as in a worker process
     fit_seconds[RF] = time.perf_counter() - t
     mirror = LogisticRegression(max_iter=1000).fit(x, 1 - y)
-    models = Models(x=x, estimators={LR: lr, RF: rf}, promo_v2=mirror, fit_seconds=fit_seconds)
+    t = time.perf_counter()
+    frame, mixed = _mixed(data_rows)
+    fit_seconds[MIXED] = time.perf_counter() - t
+    models = Models(x=x, estimators={LR: lr, RF: rf, MIXED: mixed}, promo_v2=mirror,
+                    fit_seconds=fit_seconds, mixed_frame=frame)  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, est in models.estimators.items():
         models.paths[name] = out_dir / f"{name}.joblib"
         joblib.dump(est, models.paths[name])
     return models
+
+
+def _mixed(n: int) -> tuple[Any, Any]:
+    """A churn-like table and the pipeline most teams serve: OneHotEncoder on strings,
+    SimpleImputer and StandardScaler on numbers, a boolean passed through, string labels."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "age": rng.integers(18, 80, n),
+        "income": rng.normal(50_000, 12_000, n).round(2),
+        "plan": rng.choice(["free", "pro", "team"], n),
+        "country": rng.choice(["fr", "de", "us", "uk", "es", "it"], n),
+        "active": rng.choice([True, False], n),
+    })  # fmt: skip
+    frame["income"] = frame["income"].where(np.arange(n) % 7 != 3)
+    labels = np.where((frame["plan"] == "pro") ^ (frame["age"] > 45), "churn", "stay")
+    columns = ColumnTransformer([
+        ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "income"]),
+        ("strings", OneHotEncoder(handle_unknown="ignore"), ["plan", "country"]),
+        ("flags", "passthrough", ["active"]),
+    ])  # fmt: skip
+    model = make_pipeline(columns, LogisticRegression(max_iter=1000)).fit(frame, labels)
+    return frame, model
 
 
 def build_big(rows: int, trees: int) -> Any:

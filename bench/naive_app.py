@@ -12,6 +12,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 from celery import Celery, signals
 
 URL_ENV = "BENCH_NAIVE_URL"
@@ -49,7 +50,9 @@ def _load_models(**_: Any) -> None:
 @app.task(name="bench.predict")  # type: ignore[untyped-decorator]
 def predict(model: str, rows: list[list[float]]) -> list[Any]:
     """Predictions of ``rows`` by ``model``."""
-    result: list[Any] = _models[model].predict(np.asarray(rows, dtype=np.float64)).tolist()
+    # Records (the mixed-type model) become a DataFrame, as a hand-written task would do it.
+    x = pd.DataFrame(rows) if rows and isinstance(rows[0], dict) else np.asarray(rows, dtype=float)
+    result: list[Any] = _models[model].predict(x).tolist()
     return result
 
 

@@ -45,8 +45,17 @@ def _figures(
     }
 
 
-def predict_all(estimator: Any, rows: list[list[float]]) -> list[Any]:
-    result: list[Any] = estimator.predict(np.asarray(rows, dtype=np.float64)).tolist()
+def model_input(rows: list[Any]) -> Any:
+    """What predict() takes in one process: a float array, or a DataFrame of records."""
+    if rows and isinstance(rows[0], dict):
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def predict_all(estimator: Any, rows: list[Any]) -> list[Any]:
+    result: list[Any] = estimator.predict(model_input(rows)).tolist()
     return result
 
 
@@ -116,7 +125,7 @@ def bulk_naive(
 
 def in_process(estimator: Any, model: str, rows: list[list[float]], repeats: int = 3) -> Figures:
     """One predict() over all rows in this process: the bound (best of ``repeats``)."""
-    x = np.asarray(rows, dtype=np.float64)
+    x = model_input(rows)
     best = min(_timed(estimator.predict, x) for _ in range(repeats))
     return _figures("bulk", model, "in-process", 1, len(rows), best)
 

@@ -122,9 +122,8 @@ def show(
     """Show a model's versions, aliases and history, or one version's full metadata."""
     reg = Registry()
     if version is not None:
-        meta = reg.get(name, version=version)
-        console.print_json(meta.model_dump_json())
-        _print_schema(meta.signature.input_schema)
+        # JSON alone, for scripts: the schema is in it (signature.input_schema).
+        console.print_json(reg.get(name, version=version).model_dump_json())
         return
     aliases = reg.aliases(name)
     table = Table("version", "aliases", "estimator", "features", "sha256", "created", "metrics")

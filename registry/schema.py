@@ -75,8 +75,9 @@ class InputSchema(BaseModel):
 
     @property
     def plain(self) -> bool:
-        """Whether every column is a number that may not be missing: the fast path."""
-        return all(c.type in NUMERIC and not c.nullable for c in self.columns)
+        """Whether every column is a number that may not be missing: the fast path (the
+        schema of every model fitted on a numpy array)."""
+        return all(c.type == "number" and not c.nullable for c in self.columns)
 
     def describe(self) -> list[str]:
         return [c.describe() for c in self.columns]

@@ -36,10 +36,24 @@ def _check_number(value: Any, where: str) -> float:
     # bool is an int subclass, and numeric strings would convert silently: refuse both.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInput(f"{where} is {_describe(value)}: every value must be a number")
-    number = float(value)
+    number = _float(value)
     if not math.isfinite(number):
-        raise InvalidInput(f"{where} is {value}: values must be finite (no NaN or Infinity)")
+        raise InvalidInput(
+            f"{where} is {_describe(value)}: values must be finite (no NaN or Infinity)"
+        )
     return number
+
+
+def _float(value: Any) -> float:
+    """``float(value)``, infinity for an integer too large for a float (refused as such)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+# What a message can carry: JSON integers are 64-bit.
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _at(where: Where) -> str:
@@ -76,7 +90,7 @@ def _checker(column: Column) -> Check:
             if is_missing(value):
                 return _missing(column, where)
             raise _refuse(where, "a number", value)
-        out = float(value)
+        out = _float(value)
         if math.isnan(out):
             return _missing(column, where)
         if math.isinf(out):
@@ -89,11 +103,13 @@ def _checker(column: Column) -> Check:
                 return _missing(column, where)
             raise _refuse(where, "an integer", value)
         if isinstance(value, numbers.Integral):
+            if not _INT64[0] <= int(value) <= _INT64[1]:
+                raise _refuse(where, "an integer that fits in 64 bits", value)
             return int(value)
-        out = float(value)
+        out = _float(value)
         if math.isnan(out):
             return _missing(column, where)
-        if not out.is_integer():
+        if not out.is_integer() or not _INT64[0] <= out <= _INT64[1]:
             raise _refuse(where, "an integer", value)
         return int(out)
 
@@ -169,6 +185,13 @@ def _keyed(record: Mapping[Any, Any], index: int, names: list[str]) -> list[Any]
     )
 
 
+def _finite(row: Sequence[Any]) -> bool:
+    try:
+        return all(map(math.isfinite, row))
+    except OverflowError:  # an int too large for a float: the slow path refuses it
+        return False
+
+
 def validate_rows(rows: Any, schema: InputSchema | Signature, *, max_rows: int) -> list[list[Any]]:
     """Rows as lists in column order, or InvalidInput naming the first problem."""
     if isinstance(schema, Signature):
@@ -211,7 +234,7 @@ def validate_rows(rows: Any, schema: InputSchema | Signature, *, max_rows: int) 
         if checks is None:
             # Fast path: plain ints and floats, all finite, checked at C speed. Anything else
             # takes the slow path, which names the first bad value.
-            if set(map(type, row)) <= _PLAIN and all(map(math.isfinite, row)):
+            if set(map(type, row)) <= _PLAIN and _finite(row):
                 out.append(row if isinstance(row, list) else list(row))
             else:
                 label = "feature" if schema.named else "column"

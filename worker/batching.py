@@ -89,6 +89,10 @@ def _prepare(job: Job, models: _Models, max_rows: int) -> LoadedModel | None:
     except PredictqError as e:
         job.fail(e)
         return None
+    except Exception as e:  # hostile rows must fail their own job, never the batch
+        log.exception("job %s: its rows could not be checked", job.id)
+        job.fail(InvalidInput(f"the rows could not be read ({type(e).__name__}: {first_line(e)})"))
+        return None
     return loaded
 
 
