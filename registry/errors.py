@@ -59,6 +59,19 @@ class NothingToRollBack(PredictqError):
     http_status = 409
 
 
+class MissingModule(PredictqError):
+    """Raised when an artifact needs a Python module that cannot be imported here."""
+
+    code = "missing_module"
+    http_status = 500
+
+    def __init__(
+        self, message: str, *, module: str, model: str | None = None, version: int | None = None
+    ) -> None:
+        super().__init__(message, model=model, version=version)
+        self.module = module
+
+
 class IntegrityError(PredictqError):
     """Raised when an artifact's SHA-256 does not match the one the registry recorded."""
 
@@ -180,6 +193,7 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         InvalidInput,
         ModelNotFound,
         NothingToRollBack,
+        MissingModule,
         IntegrityError,
         JobNotFound,
         JobTimeout,

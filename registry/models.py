@@ -46,6 +46,11 @@ class ModelVersion(BaseModel):
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    modules: list[str] | None = Field(
+        None,
+        description="Top-level modules that loading the artifact imports, read from its bytes "
+        "at registration (None when they could not be read). Every worker needs them.",
+    )
 
 
 class PromotionEvent(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +14,9 @@ import redis
 
 from . import formats, keys, scripts
 from .connection import connect, resolve_url
-from .errors import ModelNotFound, NothingToRollBack
+from .errors import InvalidInput, ModelNotFound, NothingToRollBack, PredictqError
 from .models import ModelVersion, PromotionEvent
+from .modules import require_importable, unimportable
 from .names import check_name
 from .settings import Settings, get_settings
 from .signature import current_environment, signature_of
@@ -75,19 +75,17 @@ class Registry:
         if isinstance(estimator_or_path, str | os.PathLike):
             path = Path(estimator_or_path)
             fmt = formats.format_of(path)
+            data = path.read_bytes()
+            modules = require_importable(data, fmt, name)
             # Registering a joblib file unpickles it here, once, to read its signature: only
             # register joblib files you trust. Workers never load an artifact whose hash differs.
-            estimator = formats.loads(path.read_bytes(), fmt, trusted, model=name, version=0)
-            sig = signature_of(estimator)
-            sha, size = self.store.put_file(path)
+            sig = signature_of(_load_to_register(path, data, fmt, trusted, name))
         else:
             fmt = format or "joblib"
             sig = signature_of(estimator_or_path)
             data = formats.dumps(estimator_or_path, fmt, trusted)
-            with tempfile.TemporaryDirectory() as tmp:
-                tmp_path = Path(tmp) / f"model.{fmt}"
-                tmp_path.write_bytes(data)
-                sha, size = self.store.put_file(tmp_path)
+            modules = require_importable(data, fmt, name)
+        sha, size = self.store.put_bytes(data)
         while True:
             version = int(self.redis.incr(keys.model_seq(name)))
             meta = ModelVersion(
@@ -103,6 +101,7 @@ class Registry:
                 description=description,
                 tags=dict(tags or {}),
                 metrics={k: float(v) for k, v in (metrics or {}).items()},
+                modules=modules,
             )
             # The manifest's exclusive create is the durable claim on the number: after Redis
             # lost its counter, INCR simply runs on until it passes every number on disk.
@@ -271,3 +270,21 @@ class Registry:
         if history:
             pipe.rpush(keys.model_history(name), *(e.model_dump_json() for e in history))
         pipe.execute()
+
+
+def _load_to_register(
+    path: Path, data: bytes, fmt: formats.Format, trusted: list[str], name: str
+) -> Any:
+    """The estimator in a file being registered; any failure is one line naming the file."""
+    try:
+        return formats.loads(data, fmt, trusted, model=name, version=0)
+    except PredictqError:
+        raise
+    except ImportError as e:  # a module the opcodes did not name, or that fails to import
+        raise unimportable(e.name or str(e), name) from e
+    except Exception as e:  # a broken or foreign file raises anything at all
+        raise InvalidInput(
+            f"{path} could not be loaded as a {fmt} artifact ({type(e).__name__}: {e}): "
+            "save the fitted estimator with joblib.dump (or skops.io.dump for .skops files)",
+            model=name,
+        ) from e

@@ -28,8 +28,6 @@ from .models import ModelVersion, PromotionEvent
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
-
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -58,28 +56,11 @@ class ArtifactStore:
     def blob_path(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256[:2] / sha256
 
-    def put_file(self, src: Path) -> tuple[str, int]:
-        """Copy ``src`` into the store under its SHA-256; returns (sha256, size)."""
-        digest = hashlib.sha256()
-        size = 0
-        tmp_dir = self.root / "blobs"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".tmp-")
-        try:
-            with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-            sha = digest.hexdigest()
-            dest = self.blob_path(sha)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return sha, size
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store ``data`` under its SHA-256; returns (sha256, size)."""
+        sha = sha256_of(data)
+        _atomic_write(self.blob_path(sha), data)
+        return sha, len(data)
 
     def read_verified(self, sha256: str, *, model: str, version: int) -> bytes:
         """The artifact's bytes, only after their SHA-256 matched the registry's."""
