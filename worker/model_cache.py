@@ -12,7 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from registry import ModelVersion, PredictqError, Registry, keys
+from registry import MissingModule, ModelVersion, PredictqError, Registry, keys
+from registry.modules import first_missing
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,24 @@ class ModelCache:
             raise failed[0]
         try:
             meta = self.registry.get(model, version=version)
+            # Checked before unpickling: a module that is not installed here is one clear line.
+            missing = first_missing(meta.modules)
+            if missing is not None:
+                raise self._missing(model, version, missing)
             loaded = LoadedModel(meta, self.registry.load(meta))
         except PredictqError as e:
             self._report_failure(model, version, e)
             raise
+        except ImportError as e:  # a module the artifact's opcodes did not name
+            missing_error = self._missing(model, version, e.name or str(e))
+            self._report_failure(model, version, missing_error)
+            raise missing_error from e
         except Exception as e:  # a broken pickle raises anything at all
             error = PredictqError(
-                f"{model} v{version} could not be loaded ({type(e).__name__}: {e}); "
-                "re-register it from an environment with matching library versions",
+                f"{model} v{version} could not be loaded ({type(e).__name__}: {e}): the "
+                "workers' libraries or your own modules differ from those it was saved with "
+                f"(see `predictq models show {model} {version}`); install matching versions "
+                "on the workers, or re-register it from an environment that matches theirs",
                 model=model,
                 version=version,
             )
@@ -109,6 +120,16 @@ class ModelCache:
         self._loaded[(model, version)] = loaded
         log.info("loaded %s v%s (sha256 %s...)", model, version, meta.sha256[:12])
         return loaded
+
+    def _missing(self, model: str, version: int, module: str) -> MissingModule:
+        return MissingModule(
+            f"{model} v{version} needs module {module!r}, which is not importable on worker "
+            f"{self.worker}: install the package that provides it on the workers (in the "
+            "worker image, or on their PYTHONPATH)",
+            module=module,
+            model=model,
+            version=version,
+        )
 
     def _report_failure(self, model: str, version: int, error: PredictqError) -> None:
         self._failed[(model, version)] = (error, time.monotonic())
