@@ -20,6 +20,7 @@ from .errors import (
     RedisUnavailable,
     Unauthorized,
     UnsupportedMediaType,
+    VersionConflict,
     WorkerLost,
 )
 from .models import Environment, ModelVersion, PromotionEvent, Signature
@@ -55,6 +56,7 @@ __all__ = [
     "Signature",
     "Unauthorized",
     "UnsupportedMediaType",
+    "VersionConflict",
     "WorkerLost",
     "get_settings",
 ]

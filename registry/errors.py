@@ -59,6 +59,14 @@ class NothingToRollBack(PredictqError):
     http_status = 409
 
 
+class VersionConflict(PredictqError):
+    """Raised when a version's state forbids a change: archiving or deleting a version an alias
+    serves, or promoting an archived one."""
+
+    code = "version_conflict"
+    http_status = 409
+
+
 class MissingModule(PredictqError):
     """Raised when an artifact needs a Python module that cannot be imported here."""
 
@@ -193,6 +201,7 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         InvalidInput,
         ModelNotFound,
         NothingToRollBack,
+        VersionConflict,
         MissingModule,
         IntegrityError,
         JobNotFound,
