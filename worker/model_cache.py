@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from registry import MissingModule, ModelVersion, PredictqError, Registry, keys
+from registry import MissingModule, ModelNotFound, ModelVersion, PredictqError, Registry, keys
 from registry.modules import first_missing
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,18 @@ class ModelCache:
         self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._serving: dict[tuple[str, str], int] = {}
         self._failed: dict[tuple[str, int], tuple[PredictqError, float]] = {}
+        self._generation: Any = None
+        self._generation_seen = 0
 
     def after_fork(self) -> None:
         """A fresh lock: a thread of the parent may have held the old one at fork time."""
         self._lock = threading.RLock()
+
+    def watch(self, generation: Any) -> None:
+        """Re-check loaded versions whenever the node bumps ``generation`` (a pool process's
+        only sign of a notice: it has no listener of its own)."""
+        self._generation = generation
+        self._generation_seen = generation.value
 
     def serving(self) -> dict[tuple[str, str], int]:
         """A copy of the alias -> version map this process serves.
@@ -60,6 +68,8 @@ class ModelCache:
         """
         key = (model, version)
         with self._lock:
+            if self._generation is not None and self._generation.value != self._generation_seen:
+                self._recheck(self._generation.value)
             found = self._loaded.get(key)
             if found is None:
                 try:
@@ -92,7 +102,7 @@ class ModelCache:
         if failed is not None and time.monotonic() - failed[1] < _RETRY_FAILED_LOAD:
             raise failed[0]
         try:
-            meta = self.registry.get(model, version=version)
+            meta = self.registry.servable(model, version)
             # Checked before unpickling: a module that is not installed here is one clear line.
             missing = first_missing(meta.modules)
             if missing is not None:
@@ -150,6 +160,36 @@ class ModelCache:
         for key in idle[: max(0, len(idle) - self.spare)]:
             del self._loaded[key]
             log.info("unloaded %s v%s", *key)
+
+    def forget(self, model: str, version: int) -> None:
+        """Drop what this process holds of a version that was archived, unarchived or deleted.
+
+        Its next job loads it afresh through the registry, which refuses it if it is gone.
+        """
+        with self._lock:
+            self._loaded.pop((model, version), None)
+            self._failed.pop((model, version), None)
+            for key, served in list(self._serving.items()):
+                if key[0] == model and served == version:
+                    del self._serving[key]
+
+    def _recheck(self, generation: int) -> None:
+        """The node heard a notice and will recycle this process, which may yet run the batch
+        in hand: it must not serve a version archived or deleted meanwhile."""
+        try:
+            self.prune()
+        except PredictqError as e:  # Redis is unreachable: try again at the next lookup
+            log.warning("could not re-check the loaded versions: %s", e.message)
+            return
+        self._generation_seen = generation
+
+    def prune(self) -> None:
+        """Forget loaded versions that were archived or deleted while no notice could arrive."""
+        for model, version in list(self._loaded):
+            try:
+                self.registry.servable(model, version)
+            except ModelNotFound:
+                self.forget(model, version)
 
     def warm(self, models: list[str]) -> None:
         """Load the version every alias of ``models`` points at (all models when empty)."""
