@@ -101,7 +101,7 @@ class Client:
         self._reply = keys.reply(uuid.uuid4().hex)
         self._pubsub: redis.client.PubSub | None = None
         self._pubsub_lock = threading.Lock()
-        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self._versions: dict[tuple[str, int], tuple[ModelVersion, float]] = {}
         # Jobs this client submitted alone, and when: wait() on them pops their wake-up list.
         self._announced: OrderedDict[str, float] = OrderedDict()
         self._announced_lock = threading.Lock()
@@ -121,20 +121,27 @@ class Client:
     # -- submitting ------------------------------------------------------------------------
 
     def _target(self, model: str, version: int | None, alias: str) -> ModelVersion:
-        """The version a job would run on now; alias lookups are cached briefly."""
+        """The version a job would run on now; lookups are cached briefly.
+
+        A version's metadata is cached no longer than an alias (PREDICTQ_ALIAS_CACHE_SECONDS):
+        a version archived or deleted since is refused once that has passed.
+        """
+        now = time.monotonic()
         if version is None:
-            now = time.monotonic()
             cached = self._aliases.get((model, alias))
             if cached is None or cached[1] < now:
                 resolved = self.registry.resolve(model, alias)
                 cached = (resolved, now + self.settings.alias_cache_seconds)
                 self._aliases[(model, alias)] = cached
             version = cached[0]
-        meta = self._versions.get((model, version))
-        if meta is None:
-            # Versions are immutable once registered, so their metadata is cached for good.
-            meta = self._versions[(model, version)] = self.registry.get(model, version=version)
-        return meta
+        found = self._versions.get((model, version))
+        if found is None or found[1] < now:
+            meta = self.registry.servable(model, version)
+            found = self._versions[(model, version)] = (
+                meta,
+                now + self.settings.alias_cache_seconds,
+            )
+        return found[0]
 
     def submit(
         self,

@@ -11,6 +11,7 @@ from .errors import (
     JobNotFound,
     JobTimeout,
     MalformedRequest,
+    MissingModule,
     ModelNotFound,
     NothingToRollBack,
     Overloaded,
@@ -20,6 +21,7 @@ from .errors import (
     SchemaWarning,
     Unauthorized,
     UnsupportedMediaType,
+    VersionConflict,
     WorkerLost,
 )
 from .models import Environment, ModelVersion, PromotionEvent, Signature
@@ -45,6 +47,7 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "MalformedRequest",
+    "MissingModule",
     "ModelNotFound",
     "ModelVersion",
     "NothingToRollBack",
@@ -59,6 +62,7 @@ __all__ = [
     "Signature",
     "Unauthorized",
     "UnsupportedMediaType",
+    "VersionConflict",
     "WorkerLost",
     "check_probabilities",
     "get_settings",

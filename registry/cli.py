@@ -129,6 +129,8 @@ def show(
     table = Table("version", "aliases", "estimator", "features", "sha256", "created", "metrics")
     for meta in reg.versions(name):
         on = ", ".join(a for a, v in aliases.items() if v == meta.version)
+        if meta.archived:
+            on = f"archived {meta.archived_at:%Y-%m-%d} by {meta.archived_by}"
         table.add_row(
             str(meta.version), on or "-", meta.signature.estimator.rsplit(".", 1)[-1],
             str(meta.signature.n_features), meta.sha256[:12],
@@ -143,7 +145,7 @@ def show(
     if history:
         hist = Table("when", "action", "alias", "from", "to", "who", title="promotion history")
         for e in history:
-            hist.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.alias,
+            hist.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.alias or "-",
                          f"v{e.from_version}" if e.from_version else "-", f"v{e.to_version}",
                          e.who)  # fmt: skip
         console.print(hist)
@@ -168,6 +170,42 @@ def rollback(
     """Point ALIAS back at the version it had before its last promotion."""
     meta = Registry().rollback(name, alias=alias)
     console.print(f"{name} {alias!r} rolled back to v{meta.version}")
+
+
+@app.command()
+def archive(
+    name: str = typer.Argument(help="Model name."),
+    version: int = typer.Argument(help="Version to archive."),
+) -> None:
+    """Keep VERSION for audit but serve it no more (refused while an alias points at it)."""
+    Registry().archive(name, version)
+    console.print(f"{name} v{version} archived")
+
+
+@app.command()
+def unarchive(
+    name: str = typer.Argument(help="Model name."),
+    version: int = typer.Argument(help="Version to serve again."),
+) -> None:
+    """Make an archived VERSION promotable and servable again."""
+    Registry().unarchive(name, version)
+    console.print(f"{name} v{version} unarchived")
+
+
+@app.command()
+def delete(
+    name: str = typer.Argument(help="Model name."),
+    version: int = typer.Argument(help="Version to delete."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete VERSION and, unless another version has the same bytes, its artifact.
+
+    Refused while an alias points at it. Its number is never given out again.
+    """
+    if not yes:
+        typer.confirm(f"Delete {name} v{version}? This cannot be undone", abort=True)
+    meta = Registry().delete(name, version)
+    console.print(f"{name} v{version} deleted (sha256 {meta.sha256[:12]}...)")
 
 
 @app.command()

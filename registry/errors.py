@@ -65,6 +65,27 @@ class NothingToRollBack(PredictqError):
     http_status = 409
 
 
+class VersionConflict(PredictqError):
+    """Raised when a version's state forbids a change: archiving or deleting a version an alias
+    serves, or promoting an archived one."""
+
+    code = "version_conflict"
+    http_status = 409
+
+
+class MissingModule(PredictqError):
+    """Raised when an artifact needs a Python module that cannot be imported here."""
+
+    code = "missing_module"
+    http_status = 500
+
+    def __init__(
+        self, message: str, *, module: str, model: str | None = None, version: int | None = None
+    ) -> None:
+        super().__init__(message, model=model, version=version)
+        self.module = module
+
+
 class IntegrityError(PredictqError):
     """Raised when an artifact's SHA-256 does not match the one the registry recorded."""
 
@@ -186,6 +207,8 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         InvalidInput,
         ModelNotFound,
         NothingToRollBack,
+        VersionConflict,
+        MissingModule,
         IntegrityError,
         JobNotFound,
         JobTimeout,

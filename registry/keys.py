@@ -6,7 +6,8 @@
 - ``predictq:model:{name}:aliases``           hash alias -> version
 - ``predictq:model:{name}:stack:{alias}``     list of earlier versions, for rollback (bounded)
 - ``predictq:model:{name}:history``           list of promotion events JSON (bounded)
-- ``predictq:events``                         pub/sub channel for promotions
+- ``predictq:events``                         pub/sub channel for promotions, and for versions
+                                              archived, unarchived or deleted
 - ``predictq:job:{id}``                       hash: the job record (expires with its TTL)
 - ``predictq:owner:{id}``                     name of the API key that submitted the job over HTTP
                                               (expires after twice the job's TTL)

@@ -60,13 +60,30 @@ class ModelVersion(BaseModel):
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    modules: list[str] | None = Field(
+        None,
+        description="Top-level modules that loading the artifact imports, read from its bytes "
+        "at registration (None when they could not be read). Every worker needs them.",
+    )
+    archived_at: datetime | None = Field(
+        None, description="When the version was archived: kept for audit, never served."
+    )
+    archived_by: str | None = Field(None, description="Who archived it.")
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
 
 
 class PromotionEvent(BaseModel):
-    """One entry of an alias's promotion history: who moved it, when, from and to."""
+    """One entry of a model's promotion history: who moved an alias (or archived, unarchived or
+    deleted ``to_version``), when, from and to."""
 
-    action: str = Field(description="'promote' or 'rollback'.")
-    alias: str
+    action: str = Field(description="'promote', 'rollback', 'archive', 'unarchive' or 'delete'.")
+    alias: str | None = Field(
+        None,
+        description="The alias moved; None when a version was archived, unarchived or deleted.",
+    )
     from_version: int | None
     to_version: int
     who: str

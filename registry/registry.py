@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
-import tempfile
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,12 +16,20 @@ import redis
 
 from . import formats, keys, scripts
 from .connection import connect, resolve_url
-from .errors import ModelNotFound, NothingToRollBack, SchemaWarning
+from .errors import (
+    InvalidInput,
+    ModelNotFound,
+    NothingToRollBack,
+    PredictqError,
+    SchemaWarning,
+    VersionConflict,
+)
 from .models import ModelVersion, PromotionEvent
+from .modules import require_importable, unimportable
 from .names import check_name
 from .settings import Settings, get_settings
 from .signature import current_environment, signature_of
-from .store import ArtifactStore
+from .store import ArtifactStore, Tombstone
 
 DEFAULT_ALIAS = "production"
 
@@ -48,9 +56,12 @@ class Registry:
         self._promote = self.redis.register_script(scripts.PROMOTE)
         self._rollback = self.redis.register_script(scripts.ROLLBACK)
         self._raise_seq = self.redis.register_script(scripts.RAISE_SEQ)
+        self._retire = self.redis.register_script(scripts.RETIRE)
 
-    def _actor(self) -> str:
-        return self.settings.actor or f"{getpass.getuser()}@{socket.gethostname()}"
+    def _actor(self, actor: str | None = None) -> str:
+        """Who the history records: the caller's name (an API key's, over HTTP), else
+        PREDICTQ_ACTOR, else user@host."""
+        return actor or self.settings.actor or f"{getpass.getuser()}@{socket.gethostname()}"
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -80,21 +91,20 @@ class Registry:
         if isinstance(estimator_or_path, str | os.PathLike):
             path = Path(estimator_or_path)
             fmt = formats.format_of(path)
+            data = path.read_bytes()
+            modules = require_importable(data, fmt, name)
             # Registering a joblib file unpickles it here, once, to read its signature: only
             # register joblib files you trust. Workers never load an artifact whose hash differs.
-            estimator = formats.loads(path.read_bytes(), fmt, trusted, model=name, version=0)
+            estimator = _load_to_register(path, data, fmt, trusted, name)
             sig, notes = signature_of(estimator, input_example)
-            sha, size = self.store.put_file(path)
         else:
             fmt = format or "joblib"
             sig, notes = signature_of(estimator_or_path, input_example)
             data = formats.dumps(estimator_or_path, fmt, trusted)
-            with tempfile.TemporaryDirectory() as tmp:
-                tmp_path = Path(tmp) / f"model.{fmt}"
-                tmp_path.write_bytes(data)
-                sha, size = self.store.put_file(tmp_path)
+            modules = require_importable(data, fmt, name)
         for note in notes:
             warnings.warn(f"{name}: {note}", SchemaWarning, stacklevel=2)
+        sha, size = self.store.put_bytes(data)
         while True:
             version = int(self.redis.incr(keys.model_seq(name)))
             meta = ModelVersion(
@@ -110,11 +120,16 @@ class Registry:
                 description=description,
                 tags=dict(tags or {}),
                 metrics={k: float(v) for k, v in (metrics or {}).items()},
+                modules=modules,
             )
             # The manifest's exclusive create is the durable claim on the number: after Redis
             # lost its counter, INCR simply runs on until it passes every number on disk.
             if self.store.reserve(meta):
                 break
+        if not self.store.blob_path(sha).exists():
+            # A concurrent delete of the last other version with these bytes collected the
+            # blob between our write and our manifest: write it again.
+            self.store.put_bytes(data)
         pipe = self.redis.pipeline()
         pipe.hset(keys.model_versions(name), str(version), meta.model_dump_json())
         pipe.sadd(keys.MODELS, name)
@@ -123,30 +138,44 @@ class Registry:
             self.promote(name, version, alias=alias)
         return meta
 
-    def promote(self, name: str, version: int, alias: str = DEFAULT_ALIAS) -> ModelVersion:
-        """Point ``alias`` at ``version`` atomically, record it and tell the workers."""
+    def promote(
+        self, name: str, version: int, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
+    ) -> ModelVersion:
+        """Point ``alias`` at ``version`` atomically, record it and tell the workers.
+
+        ``actor`` is who the history records (default: PREDICTQ_ACTOR, else user@host).
+        """
         check_name(name)
         check_name(alias, "alias")
         meta = self.get(name, version=version)
         event = self._promote(
             keys=self._alias_keys(name, alias),
-            args=[alias, version, self._actor(), _now().isoformat(), keys.EVENTS, name,
+            args=[alias, version, self._actor(actor), _now().isoformat(), keys.EVENTS, name,
                   keys.STACK_LIMIT, keys.HISTORY_LIMIT],
         )  # fmt: skip
         if event is None:
             raise ModelNotFound(f"{name} has no version {version}", model=name, version=version)
+        if event == "archived":
+            raise VersionConflict(
+                f"{name} v{version} is archived: unarchive it first with "
+                f"`predictq models unarchive {name} {version}`, or promote another version",
+                model=name,
+                version=version,
+            )
         if event:
             self._persist(name, event)
         return meta
 
-    def rollback(self, name: str, alias: str = DEFAULT_ALIAS) -> ModelVersion:
+    def rollback(
+        self, name: str, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
+    ) -> ModelVersion:
         """Point ``alias`` back at the version it had before its last promotion."""
         check_name(name)
         check_name(alias, "alias")
         self._require_model(name)
         event = self._rollback(
             keys=self._alias_keys(name, alias),
-            args=[alias, self._actor(), _now().isoformat(), keys.EVENTS, name,
+            args=[alias, self._actor(actor), _now().isoformat(), keys.EVENTS, name,
                   keys.HISTORY_LIMIT],
         )  # fmt: skip
         if not event:
@@ -157,6 +186,75 @@ class Registry:
             )
         self._persist(name, event)
         return self.get(name, alias=alias)
+
+    def archive(self, name: str, version: int, *, actor: str | None = None) -> ModelVersion:
+        """Keep ``version`` for audit but never serve it; refused while an alias serves it.
+
+        It leaves every rollback stack (unarchiving does not put it back). Jobs pinned to it
+        are refused at submission and fail in the worker.
+        """
+        meta = self.get(name, version=version)
+        if meta.archived:
+            return meta
+        who = self._actor(actor)
+        meta = meta.model_copy(update={"archived_at": _now(), "archived_by": who})
+        self._change(meta, "archive", who)
+        self.store.update(meta)
+        return meta
+
+    def unarchive(self, name: str, version: int, *, actor: str | None = None) -> ModelVersion:
+        """Make an archived ``version`` servable again (promotable, and for pinned jobs)."""
+        meta = self.get(name, version=version)
+        if not meta.archived:
+            return meta
+        meta = meta.model_copy(update={"archived_at": None, "archived_by": None})
+        self._change(meta, "unarchive", self._actor(actor))
+        self.store.update(meta)
+        return meta
+
+    def delete(self, name: str, version: int, *, actor: str | None = None) -> ModelVersion:
+        """Remove ``version``: from Redis, its manifest (a tombstone keeps its number taken) and
+        its artifact when no other version of any model has the same bytes.
+
+        Refused while an alias serves it. It leaves every rollback stack, and workers stop
+        serving it to pinned jobs.
+        """
+        meta = self.get(name, version=version)
+        who = self._actor(actor)
+        self._change(meta, "delete", who)
+        self.store.bury(Tombstone(name=name, version=version, sha256=meta.sha256,
+                                  deleted_at=_now(), deleted_by=who))  # fmt: skip
+        if not self.store.referenced(meta.sha256):
+            self.store.remove_blob(meta.sha256)
+        return meta
+
+    def _change(self, meta: ModelVersion, action: str, who: str) -> None:
+        """Archive, unarchive or delete ``meta`` in Redis atomically, record it, tell workers."""
+        name, version = meta.name, meta.version
+        event = PromotionEvent(action=action, alias=None, from_version=None,
+                               to_version=version, who=who, at=_now())  # fmt: skip
+        notice = json.dumps({"model": name, "version": version, "action": action})
+        result = self._retire(
+            keys=[keys.model_versions(name), keys.model_aliases(name), keys.model_history(name)],
+            args=[version, "" if action == "delete" else meta.model_dump_json(),
+                  event.model_dump_json(), keys.EVENTS, notice, keys.HISTORY_LIMIT,
+                  keys.model_stack(name, "")],
+        )  # fmt: skip
+        if result is None:
+            raise ModelNotFound(f"{name} has no version {version}", model=name, version=version)
+        if isinstance(result, list):
+            served = sorted(str(a) for a in result)
+            names = " and ".join(map(repr, served))
+            several = len(served) > 1
+            raise VersionConflict(
+                f"cannot {action} {name} v{version}: alias{'es' if several else ''} {names} "
+                f"serve{'' if several else 's'} it; point {'each' if several else 'it'} at "
+                f"another version first with `predictq models promote {name} VERSION --alias "
+                f"{served[0]}` or `predictq models rollback {name} --alias {served[0]}`",
+                model=name,
+                version=version,
+            )
+        self.store.append_history(name, event)
 
     def _alias_keys(self, name: str, alias: str) -> list[str]:
         return [
@@ -212,6 +310,15 @@ class Registry:
         raw = self.redis.hget(keys.model_versions(name), str(version))
         if raw is None:
             self._require_model(name)
+            tomb = self.store.tombstone(name, version)
+            if tomb is not None:
+                raise ModelNotFound(
+                    f"{name} v{version} was deleted ({tomb.deleted_at:%Y-%m-%d %H:%M} by "
+                    f"{tomb.deleted_by}): pin another version, or use an alias; see "
+                    f"`predictq models show {name}`",
+                    model=name,
+                    version=version,
+                )
             raise ModelNotFound(
                 f"{name} has no version {version}: see `predictq models show {name}`",
                 model=name,
@@ -219,8 +326,20 @@ class Registry:
             )
         return ModelVersion.model_validate_json(raw)
 
+    def servable(self, name: str, version: int) -> ModelVersion:
+        """The metadata of a version jobs may run on; ModelNotFound when deleted or archived."""
+        meta = self.get(name, version=version)
+        if meta.archived:
+            raise ModelNotFound(
+                f"{name} v{version} is archived and serves no jobs: pin another version, or "
+                f"unarchive it with `predictq models unarchive {name} {version}`",
+                model=name,
+                version=version,
+            )
+        return meta
+
     def versions(self, name: str) -> list[ModelVersion]:
-        """Every version of ``name``, oldest first."""
+        """Every version of ``name`` (archived ones too, not deleted ones), oldest first."""
         raw = self.redis.hgetall(keys.model_versions(name))
         if not raw:
             self._require_model(name)
@@ -244,15 +363,14 @@ class Registry:
     def rebuild(self) -> int:
         """Restore versions, aliases and history from the artifact store; returns versions seen."""
         count = 0
-        top: dict[str, int] = {}
         pipe = self.redis.pipeline()
         for meta in self.store.manifests():
             pipe.hset(keys.model_versions(meta.name), str(meta.version), meta.model_dump_json())
             pipe.sadd(keys.MODELS, meta.name)
-            top[meta.name] = max(top.get(meta.name, 0), meta.version)
             count += 1
         pipe.execute()
-        for name, version in top.items():
+        # Deleted versions count too: their tombstones keep their numbers from coming back.
+        for name, version in self.store.last_versions().items():
             self._raise_seq(keys=[keys.model_seq(name)], args=[version])
             self._rebuild_aliases(name)
         return count
@@ -264,6 +382,11 @@ class Registry:
         history = self.store.load_history(name)[-keys.HISTORY_LIMIT :]
         stacks: dict[str, list[int]] = {}
         for event in history:
+            if event.alias is None:
+                if event.action in ("archive", "delete"):  # it left every stack (RETIRE)
+                    for alias, stack in stacks.items():
+                        stacks[alias] = [v for v in stack if v != event.to_version]
+                continue
             stack = stacks.setdefault(event.alias, [])
             if event.action == "rollback":
                 if stack:
@@ -278,3 +401,21 @@ class Registry:
         if history:
             pipe.rpush(keys.model_history(name), *(e.model_dump_json() for e in history))
         pipe.execute()
+
+
+def _load_to_register(
+    path: Path, data: bytes, fmt: formats.Format, trusted: list[str], name: str
+) -> Any:
+    """The estimator in a file being registered; any failure is one line naming the file."""
+    try:
+        return formats.loads(data, fmt, trusted, model=name, version=0)
+    except PredictqError:
+        raise
+    except ImportError as e:  # a module the opcodes did not name, or that fails to import
+        raise unimportable(e.name or str(e), name) from e
+    except Exception as e:  # a broken or foreign file raises anything at all
+        raise InvalidInput(
+            f"{path} could not be loaded as a {fmt} artifact ({type(e).__name__}: {e}): "
+            "save the fitted estimator with joblib.dump (or skops.io.dump for .skops files)",
+            model=name,
+        ) from e

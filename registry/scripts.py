@@ -1,12 +1,16 @@
-"""Lua scripts that make promotion and rollback atomic in one round trip."""
+"""Lua scripts that make promotion, rollback, archiving and deletion atomic in one round trip."""
 
 from __future__ import annotations
 
 # KEYS: versions, aliases, stack, history
 # ARGV: alias, version, who, at, channel, model, stack_limit, history_limit
-# Returns false when the version does not exist, else the event JSON ("" when already there).
+# Returns false when the version does not exist, "archived" when it is archived, else the event
+# JSON ("" when already there).
 PROMOTE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return false end
+local meta = redis.call('HGET', KEYS[1], ARGV[2])
+if not meta then return false end
+local archived = cjson.decode(meta)['archived_at']
+if archived and archived ~= cjson.null then return 'archived' end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if old == ARGV[2] then return '' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -40,6 +44,36 @@ redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
 redis.call('PUBLISH', ARGV[4], cjson.encode({model=ARGV[5], alias=ARGV[1],
   version=tonumber(prev)}))
 return event
+"""
+
+# KEYS: versions, aliases, history
+# ARGV: version, new metadata JSON ('' deletes the version), event JSON, channel, notice JSON,
+#       history_limit, prefix of the alias stacks' keys
+# Archives, unarchives or deletes a version unless an alias serves it, and takes it off every
+# rollback stack so that a rollback never lands on it. Returns false when the version does not
+# exist, the aliases that serve it, or "" when done.
+RETIRE = """
+local version = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], version) == 0 then return false end
+local aliases = redis.call('HGETALL', KEYS[2])
+local serving = {}
+for i = 1, #aliases, 2 do
+  if aliases[i + 1] == version then table.insert(serving, aliases[i]) end
+end
+if #serving > 0 then return serving end
+-- A stack exists only for an alias in the aliases hash, so its key follows from the name.
+for i = 1, #aliases, 2 do
+  redis.call('LREM', ARGV[7] .. aliases[i], 0, version)
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], version)
+else
+  redis.call('HSET', KEYS[1], version, ARGV[2])
+end
+redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return ''
 """
 
 # KEYS: seq. ARGV: floor. Raises the version counter to at least ``floor`` (used by rebuild).

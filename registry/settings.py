@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     alias_cache_seconds: float = Field(
         1.0,
         ge=0,
-        description="How long a client trusts its cached alias-to-version lookup "
-        "for early validation; the worker always resolves aliases afresh.",
+        description="How long a client trusts its cached alias-to-version lookup and version "
+        "metadata for early validation; the worker always resolves aliases afresh.",
     )
     batching: bool = Field(
         True,

@@ -3,7 +3,9 @@
 Layout under the root directory (a local path, or a mount shared by every worker host)::
 
     blobs/ab/abcdef...           artifact bytes, named by their SHA-256
-    models/{name}/{version}.json ModelVersion manifest (created exclusively: it reserves the number)
+    models/{name}/{version}.json ModelVersion manifest, created exclusively: it reserves the
+                                 number; a tombstone once the version is deleted, so that the
+                                 number stays taken
     models/{name}/aliases.json   last known alias -> version map
     models/{name}/history.jsonl  promotion history, one event per line
 
@@ -19,16 +21,29 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import IntegrityError, ModelNotFound
 from .models import ModelVersion, PromotionEvent
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
+
+class Tombstone(BaseModel):
+    """What is left of a deleted version's manifest: enough to say so, and to keep its number."""
+
+    name: str
+    version: int
+    sha256: str
+    deleted_at: datetime
+    deleted_by: str
+
+
+def _is_tombstone(data: object) -> bool:
+    return isinstance(data, dict) and "deleted_at" in data
 
 
 def sha256_of(data: bytes) -> str:
@@ -58,28 +73,11 @@ class ArtifactStore:
     def blob_path(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256[:2] / sha256
 
-    def put_file(self, src: Path) -> tuple[str, int]:
-        """Copy ``src`` into the store under its SHA-256; returns (sha256, size)."""
-        digest = hashlib.sha256()
-        size = 0
-        tmp_dir = self.root / "blobs"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".tmp-")
-        try:
-            with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-            sha = digest.hexdigest()
-            dest = self.blob_path(sha)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return sha, size
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store ``data`` under its SHA-256; returns (sha256, size)."""
+        sha = sha256_of(data)
+        _atomic_write(self.blob_path(sha), data)
+        return sha, len(data)
 
     def read_verified(self, sha256: str, *, model: str, version: int) -> bytes:
         """The artifact's bytes, only after their SHA-256 matched the registry's."""
@@ -126,15 +124,67 @@ class ArtifactStore:
             return False
         return True
 
-    def manifests(self) -> Iterator[ModelVersion]:
-        """Every readable version manifest in the store."""
+    def _numbered(self) -> Iterator[Path]:
+        """Every manifest or tombstone file: those named by a version number."""
         for path in sorted((self.root / "models").glob("*/*.json")):
-            if not path.stem.isdigit():
-                continue
+            if path.stem.isdigit():
+                yield path
+
+    def manifests(self) -> Iterator[ModelVersion]:
+        """Every readable version manifest in the store (tombstones left out)."""
+        for path in self._numbered():
             try:
-                yield ModelVersion.model_validate_json(path.read_bytes())
-            except (OSError, ValidationError) as e:
+                raw = path.read_bytes()
+                if _is_tombstone(json.loads(raw)):
+                    continue
+                yield ModelVersion.model_validate_json(raw)
+            except (OSError, ValueError, ValidationError) as e:
                 log.warning("skipping unreadable manifest %s: %s", path, e)
+
+    def last_versions(self) -> dict[str, int]:
+        """The highest version number each model has taken, deleted versions included."""
+        top: dict[str, int] = {}
+        for path in self._numbered():
+            name = path.parent.name
+            top[name] = max(top.get(name, 0), int(path.stem))
+        return top
+
+    def update(self, meta: ModelVersion) -> None:
+        """Rewrite the manifest of a version (to record that it was archived), unless it was
+        deleted meanwhile: a tombstone is never turned back into a manifest."""
+        if self.tombstone(meta.name, meta.version) is not None:
+            return
+        _atomic_write(self._model_dir(meta.name) / f"{meta.version}.json",
+                      meta.model_dump_json(indent=2).encode())  # fmt: skip
+
+    def bury(self, tombstone: Tombstone) -> None:
+        """Replace a version's manifest with its tombstone; the file keeps the number reserved."""
+        path = self._model_dir(tombstone.name) / f"{tombstone.version}.json"
+        _atomic_write(path, tombstone.model_dump_json(indent=2).encode())
+
+    def tombstone(self, name: str, version: int) -> Tombstone | None:
+        """The tombstone of a deleted version, if it is one."""
+        try:
+            data = json.loads((self._model_dir(name) / f"{version}.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not _is_tombstone(data):
+            return None
+        try:
+            return Tombstone.model_validate(data)
+        except ValidationError:
+            return None
+
+    def referenced(self, sha256: str) -> bool:
+        """Whether any version of any model still uses the blob ``sha256``."""
+        return any(meta.sha256 == sha256 for meta in self.manifests())
+
+    def remove_blob(self, sha256: str) -> None:
+        """Delete a blob (and this host's cached copy) that no manifest references."""
+        for path in (self.blob_path(sha256), self.cache_dir / sha256 if self.cache_dir else None):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def save_aliases(self, name: str, aliases: dict[str, int]) -> None:
         _atomic_write(self._model_dir(name) / "aliases.json", json.dumps(aliases).encode())

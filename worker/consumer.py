@@ -99,14 +99,15 @@ class BatchConsumer(threading.Thread):
         self.join(timeout)
 
     def _recycled(self) -> bool:
-        """Whether the node loaded a new version since this process was forked."""
+        """Whether the node loaded (or forgot) a version since this process was forked."""
         return self._generation is not None and self._generation.value != self._born
 
     def _exit_if_recycled(self) -> None:
         """Exit between batches once the node loaded a new version, so that the pool forks a
-        fresh process that shares it instead of this one holding a private copy."""
+        fresh process that shares it instead of this one holding a private copy (or once it
+        forgot an archived or deleted one, which this process may hold)."""
         if self._recycled():
-            log.info("pool process exiting to be forked again with the new version")
+            log.info("pool process exiting to be forked again from the node's main process")
             logging.shutdown()
             os._exit(0)
 

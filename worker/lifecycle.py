@@ -63,16 +63,34 @@ def _follow_promotions(rt: Runtime) -> None:
     again, sharing the new version's memory copy-on-write instead of loading a copy each.
     Until then, pool processes load it on demand, since every batch resolves its aliases
     afresh. After a dropped connection the listener re-reads every alias.
+
+    A version archived or deleted is dropped the same way: here at once, and in pool processes
+    as they are forked afresh after their batch.
     """
     served = set(get_settings().served_models)
+    connected_before = False
     while True:
         try:
             pubsub = rt.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             pubsub.subscribe(keys.EVENTS)
             rt.cache.warm(sorted(served))
+            if connected_before:
+                # A version archived or deleted while the connection was down sent a notice
+                # nobody heard: drop it here, and re-fork the pool processes from here.
+                rt.cache.prune()
+                _recycle_pool("after a reconnection, in case a notice was missed")
+            connected_before = True
             for message in pubsub.listen():
                 event = json.loads(message["data"])
                 if served and event["model"] not in served:
+                    continue
+                if "action" in event:
+                    # Archived, unarchived or deleted. Pool processes may hold it (pinned jobs
+                    # load on demand) or remember it failing: they are forked afresh.
+                    rt.cache.forget(event["model"], int(event["version"]))
+                    log.info("%s v%s: %s; forgotten by this node", event["model"],
+                             event["version"], event["action"])  # fmt: skip
+                    _recycle_pool("to forget it")
                     continue
                 try:
                     loaded = rt.cache.get(event["model"], int(event["version"]), event["alias"])
@@ -89,11 +107,11 @@ def _follow_promotions(rt: Runtime) -> None:
             time.sleep(1.0)
 
 
-def _recycle_pool() -> None:
+def _recycle_pool(why: str = "to share the newly loaded version") -> None:
     """Ask prefork pool processes to exit after their current batch, to be forked afresh."""
     generation = _state["generation"]
     if generation is not None and _state["pool"] is not None:
-        log.info("recycling pool processes to share the newly loaded version")
+        log.info("recycling pool processes %s", why)
         generation.value += 1
 
 
@@ -146,6 +164,8 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     child = os.getpid() != _state["parent_pid"]
     if not child:
         _start_listener(rt)  # solo pool: this is the main process
+    elif _state["generation"] is not None:
+        rt.cache.watch(_state["generation"])
     if get_settings().batching:
         rt.start_watchdog()
         consumer = _state["consumer"] = BatchConsumer(rt, _state["generation"] if child else None)

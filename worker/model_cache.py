@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from registry import ModelVersion, PredictqError, Registry, keys
+from registry import MissingModule, ModelNotFound, ModelVersion, PredictqError, Registry, keys
+from registry.modules import first_missing
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,18 @@ class ModelCache:
         self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._serving: dict[tuple[str, str], int] = {}
         self._failed: dict[tuple[str, int], tuple[PredictqError, float]] = {}
+        self._generation: Any = None
+        self._generation_seen = 0
 
     def after_fork(self) -> None:
         """A fresh lock: a thread of the parent may have held the old one at fork time."""
         self._lock = threading.RLock()
+
+    def watch(self, generation: Any) -> None:
+        """Re-check loaded versions whenever the node bumps ``generation`` (a pool process's
+        only sign of a notice: it has no listener of its own)."""
+        self._generation = generation
+        self._generation_seen = generation.value
 
     def serving(self) -> dict[tuple[str, str], int]:
         """A copy of the alias -> version map this process serves.
@@ -69,6 +78,8 @@ class ModelCache:
         """
         key = (model, version)
         with self._lock:
+            if self._generation is not None and self._generation.value != self._generation_seen:
+                self._recheck(self._generation.value)
             found = self._loaded.get(key)
             if found is None:
                 try:
@@ -101,15 +112,25 @@ class ModelCache:
         if failed is not None and time.monotonic() - failed[1] < _RETRY_FAILED_LOAD:
             raise failed[0]
         try:
-            meta = self.registry.get(model, version=version)
+            meta = self.registry.servable(model, version)
+            # Checked before unpickling: a module that is not installed here is one clear line.
+            missing = first_missing(meta.modules)
+            if missing is not None:
+                raise self._missing(model, version, missing)
             loaded = LoadedModel(meta, self.registry.load(meta))
         except PredictqError as e:
             self._report_failure(model, version, e)
             raise
+        except ImportError as e:  # a module the artifact's opcodes did not name
+            missing_error = self._missing(model, version, e.name or str(e))
+            self._report_failure(model, version, missing_error)
+            raise missing_error from e
         except Exception as e:  # a broken pickle raises anything at all
             error = PredictqError(
-                f"{model} v{version} could not be loaded ({type(e).__name__}: {e}); "
-                "re-register it from an environment with matching library versions",
+                f"{model} v{version} could not be loaded ({type(e).__name__}: {e}): the "
+                "workers' libraries or your own modules differ from those it was saved with "
+                f"(see `predictq models show {model} {version}`); install matching versions "
+                "on the workers, or re-register it from an environment that matches theirs",
                 model=model,
                 version=version,
             )
@@ -119,6 +140,16 @@ class ModelCache:
         self._loaded[(model, version)] = loaded
         log.info("loaded %s v%s (sha256 %s...)", model, version, meta.sha256[:12])
         return loaded
+
+    def _missing(self, model: str, version: int, module: str) -> MissingModule:
+        return MissingModule(
+            f"{model} v{version} needs module {module!r}, which is not importable on worker "
+            f"{self.worker}: install the package that provides it on the workers (in the "
+            "worker image, or on their PYTHONPATH)",
+            module=module,
+            model=model,
+            version=version,
+        )
 
     def _report_failure(self, model: str, version: int, error: PredictqError) -> None:
         self._failed[(model, version)] = (error, time.monotonic())
@@ -139,6 +170,36 @@ class ModelCache:
         for key in idle[: max(0, len(idle) - self.spare)]:
             del self._loaded[key]
             log.info("unloaded %s v%s", *key)
+
+    def forget(self, model: str, version: int) -> None:
+        """Drop what this process holds of a version that was archived, unarchived or deleted.
+
+        Its next job loads it afresh through the registry, which refuses it if it is gone.
+        """
+        with self._lock:
+            self._loaded.pop((model, version), None)
+            self._failed.pop((model, version), None)
+            for key, served in list(self._serving.items()):
+                if key[0] == model and served == version:
+                    del self._serving[key]
+
+    def _recheck(self, generation: int) -> None:
+        """The node heard a notice and will recycle this process, which may yet run the batch
+        in hand: it must not serve a version archived or deleted meanwhile."""
+        try:
+            self.prune()
+        except PredictqError as e:  # Redis is unreachable: try again at the next lookup
+            log.warning("could not re-check the loaded versions: %s", e.message)
+            return
+        self._generation_seen = generation
+
+    def prune(self) -> None:
+        """Forget loaded versions that were archived or deleted while no notice could arrive."""
+        for model, version in list(self._loaded):
+            try:
+                self.registry.servable(model, version)
+            except ModelNotFound:
+                self.forget(model, version)
 
     def warm(self, models: list[str]) -> None:
         """Load the version every alias of ``models`` points at (all models when empty)."""

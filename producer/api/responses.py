@@ -11,7 +11,8 @@ _WHY = {
     401: "No API key, or an unknown one.",
     403: "The API key lacks the scope this operation needs.",
     404: "No such model, version, alias or job (or the job's record expired).",
-    409: "Conflicts with the current state (a taken job ID, a started job, nothing to roll back).",
+    409: "Conflicts with the current state (a taken job ID, a started job, nothing to roll back, "
+    "a version an alias serves, an archived version).",
     413: "The request body is over PREDICTQ_API_MAX_BODY_BYTES.",
     415: "The body is not sent as application/json.",
     422: "Invalid input; nothing was enqueued or changed.",

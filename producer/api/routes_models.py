@@ -1,10 +1,11 @@
-"""Registry routes: read models and versions (``read``), promote and roll back (``admin``)."""
+"""Registry routes: read models and versions (``read``); promote, roll back, archive and delete
+(``admin``), recorded in the history under the API key's name."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from registry import DEFAULT_ALIAS, ModelVersion, Registry
@@ -76,16 +77,60 @@ async def show_version(name: ModelName, version: Version, svc: Svc, _: Reader) -
 @router.post(
     "/{name}/versions/{version}/promote",
     response_model=AliasMoved,
-    responses=errors(401, 403, 404, 422, 503),
+    responses=errors(401, 403, 404, 409, 422, 503),
     summary="Promote a version",
     operation_id="promote",
 )
 async def promote(
-    name: ModelName, version: Version, svc: Svc, _: Admin, alias: Alias = DEFAULT_ALIAS
+    name: ModelName, version: Version, svc: Svc, who: Admin, alias: Alias = DEFAULT_ALIAS
 ) -> AliasMoved:
-    """Point the alias at this version; workers pick it up without a restart."""
-    meta = await run_in_threadpool(svc.registry.promote, name, version, alias)
+    """Point the alias at this version; workers pick it up without a restart.
+
+    409 when the version is archived.
+    """
+    meta = await run_in_threadpool(svc.registry.promote, name, version, alias, actor=who.name)
     return AliasMoved(model=name, alias=alias, version=meta.version)
+
+
+@router.post(
+    "/{name}/versions/{version}/archive",
+    response_model=ModelVersion,
+    responses=errors(401, 403, 404, 409, 422, 503),
+    summary="Archive a version",
+    operation_id="archive",
+)
+async def archive(name: ModelName, version: Version, svc: Svc, who: Admin) -> ModelVersion:
+    """Keep the version for audit but serve it no more; 409 while an alias points at it."""
+    return await run_in_threadpool(svc.registry.archive, name, version, actor=who.name)
+
+
+@router.post(
+    "/{name}/versions/{version}/unarchive",
+    response_model=ModelVersion,
+    responses=errors(401, 403, 404, 422, 503),
+    summary="Unarchive a version",
+    operation_id="unarchive",
+)
+async def unarchive(name: ModelName, version: Version, svc: Svc, who: Admin) -> ModelVersion:
+    """Make an archived version promotable and servable again."""
+    return await run_in_threadpool(svc.registry.unarchive, name, version, actor=who.name)
+
+
+@router.delete(
+    "/{name}/versions/{version}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(401, 403, 404, 409, 422, 503),
+    summary="Delete a version",
+    operation_id="delete_version",
+)
+async def delete_version(name: ModelName, version: Version, svc: Svc, who: Admin) -> Response:
+    """Delete the version, and its artifact unless another version has the same bytes.
+
+    409 while an alias points at it. Its number is never given out again.
+    """
+    await run_in_threadpool(svc.registry.delete, name, version, actor=who.name)
+    return Response(status_code=204)
 
 
 @router.post(
@@ -95,7 +140,9 @@ async def promote(
     summary="Roll an alias back",
     operation_id="rollback",
 )
-async def rollback(name: ModelName, svc: Svc, _: Admin, alias: Alias = DEFAULT_ALIAS) -> AliasMoved:
+async def rollback(
+    name: ModelName, svc: Svc, who: Admin, alias: Alias = DEFAULT_ALIAS
+) -> AliasMoved:
     """Point the alias back at the version it had before its last promotion."""
-    meta = await run_in_threadpool(svc.registry.rollback, name, alias)
+    meta = await run_in_threadpool(svc.registry.rollback, name, alias, actor=who.name)
     return AliasMoved(model=name, alias=alias, version=meta.version)
