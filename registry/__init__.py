@@ -2,6 +2,7 @@
 
 from .errors import (
     Forbidden,
+    IncompatibleSchema,
     IntegrityError,
     InvalidInput,
     InvalidName,
@@ -37,6 +38,7 @@ __all__ = [
     "Column",
     "Environment",
     "Forbidden",
+    "IncompatibleSchema",
     "InputSchema",
     "IntegrityError",
     "InvalidInput",

@@ -156,9 +156,16 @@ def promote(
     name: str = typer.Argument(help="Model name."),
     version: int = typer.Argument(help="Version to promote."),
     alias: str = typer.Option(DEFAULT_ALIAS, "--alias", "-a"),
+    force: bool = typer.Option(
+        False, "--force", help="Promote even if its input schema differs from the served one."
+    ),
 ) -> None:
-    """Point ALIAS at VERSION; running workers switch without a restart."""
-    Registry().promote(name, version, alias=alias)
+    """Point ALIAS at VERSION; running workers switch without a restart.
+
+    Refused when VERSION's input schema is incompatible with the version ALIAS serves (the
+    difference is shown), unless --force.
+    """
+    Registry().promote(name, version, alias=alias, force=force)
     console.print(f"{name} {alias!r} -> v{version}")
 
 

@@ -73,6 +73,12 @@ class VersionConflict(PredictqError):
     http_status = 409
 
 
+class IncompatibleSchema(VersionConflict):
+    """Raised when a promotion would serve an input schema its alias's callers do not send."""
+
+    code = "incompatible_schema"
+
+
 class MissingModule(PredictqError):
     """Raised when an artifact needs a Python module that cannot be imported here."""
 

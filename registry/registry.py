@@ -17,6 +17,7 @@ import redis
 from . import formats, keys, scripts
 from .connection import connect, resolve_url
 from .errors import (
+    IncompatibleSchema,
     InvalidInput,
     ModelNotFound,
     NothingToRollBack,
@@ -27,11 +28,14 @@ from .errors import (
 from .models import ModelVersion, PromotionEvent
 from .modules import require_importable, unimportable
 from .names import check_name
+from .schema import incompatibilities
 from .settings import Settings, get_settings
 from .signature import current_environment, signature_of
 from .store import ArtifactStore, Tombstone
 
 DEFAULT_ALIAS = "production"
+# Schema checks a promotion makes before it gives up on an alias that keeps moving under it.
+_PROMOTE_TRIES = 5
 
 
 def _now() -> datetime:
@@ -139,20 +143,40 @@ class Registry:
         return meta
 
     def promote(
-        self, name: str, version: int, alias: str = DEFAULT_ALIAS, *, actor: str | None = None
+        self,
+        name: str,
+        version: int,
+        alias: str = DEFAULT_ALIAS,
+        *,
+        actor: str | None = None,
+        force: bool = False,
     ) -> ModelVersion:
         """Point ``alias`` at ``version`` atomically, record it and tell the workers.
 
-        ``actor`` is who the history records (default: PREDICTQ_ACTOR, else user@host).
+        Refused (IncompatibleSchema) when the version's input schema is incompatible with the
+        one of the version the alias serves now: its callers would be refused, or worse, have
+        list rows read into the wrong columns. ``force`` promotes anyway. ``actor`` is who the
+        history records (default: PREDICTQ_ACTOR, else user@host).
         """
         check_name(name)
         check_name(alias, "alias")
         meta = self.get(name, version=version)
-        event = self._promote(
-            keys=self._alias_keys(name, alias),
-            args=[alias, version, self._actor(actor), _now().isoformat(), keys.EVENTS, name,
-                  keys.STACK_LIMIT, keys.HISTORY_LIMIT],
-        )  # fmt: skip
+        for _ in range(_PROMOTE_TRIES):
+            checked = "" if force else self._check_schema(meta, alias)
+            event = self._promote(
+                keys=self._alias_keys(name, alias),
+                args=[alias, version, self._actor(actor), _now().isoformat(), keys.EVENTS, name,
+                      keys.STACK_LIMIT, keys.HISTORY_LIMIT, checked],
+            )  # fmt: skip
+            if event != "moved":
+                break
+        else:
+            raise VersionConflict(
+                f"{name}'s alias {alias!r} kept moving while v{version} was being promoted: "
+                "try again",
+                model=name,
+                version=version,
+            )
         if event is None:
             raise ModelNotFound(f"{name} has no version {version}", model=name, version=version)
         if event == "archived":
@@ -165,6 +189,26 @@ class Registry:
         if event:
             self._persist(name, event)
         return meta
+
+    def _check_schema(self, meta: ModelVersion, alias: str) -> str:
+        """The version ``alias`` serves now ("-": none), after checking that ``meta``'s input
+        schema is compatible with it; IncompatibleSchema when it is not."""
+        current = self.redis.hget(keys.model_aliases(meta.name), alias)
+        if current is None:
+            return "-"
+        if int(current) == meta.version:
+            return str(current)
+        served = self.get(meta.name, version=int(current))
+        found = incompatibilities(served.signature.input_schema, meta.signature.input_schema)
+        if found:
+            raise IncompatibleSchema(
+                f"{meta.name} v{meta.version} takes different input from v{served.version}, "
+                f"which {alias!r} serves: {'; '.join(found)}. Its callers would be refused or "
+                "misread; change them first, then promote with --force (force=True)",
+                model=meta.name,
+                version=meta.version,
+            )
+        return str(current)
 
     def rollback(
         self, name: str, alias: str = DEFAULT_ALIAS, *, actor: str | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 # KEYS: versions, aliases, stack, history
-# ARGV: alias, version, who, at, channel, model, stack_limit, history_limit
-# Returns false when the version does not exist, "archived" when it is archived, else the event
-# JSON ("" when already there).
+# ARGV: alias, version, who, at, channel, model, stack_limit, history_limit, checked
+# Returns false when the version does not exist, "archived" when it is archived, "moved" when
+# the alias no longer points where the schema check found it (``checked``: that version, "-"
+# for nowhere; "" skips the check, for a forced promotion), else the event JSON ("" when
+# already there).
 PROMOTE = """
 local meta = redis.call('HGET', KEYS[1], ARGV[2])
 if not meta then return false end
@@ -13,6 +15,7 @@ local archived = cjson.decode(meta)['archived_at']
 if archived and archived ~= cjson.null then return 'archived' end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if old == ARGV[2] then return '' end
+if ARGV[9] ~= '' and (old or '-') ~= ARGV[9] then return 'moved' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if old then
   redis.call('RPUSH', KEYS[3], old)

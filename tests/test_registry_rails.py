@@ -11,13 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from producer import Client
-from registry import MissingModule, ModelNotFound, Registry, Settings, VersionConflict, keys
+from registry import (
+    IncompatibleSchema,
+    MissingModule,
+    ModelNotFound,
+    Registry,
+    Settings,
+    VersionConflict,
+    keys,
+)
 
 from .conftest import REPO, ApiServer, wait_for
 
@@ -32,6 +41,51 @@ def predictq(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Com
         [sys.executable, "-m", "worker", *args], env={**os.environ, **env}, cwd=REPO,
         input=stdin, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+# -- promotion checks the input schema -------------------------------------------------------
+
+
+def test_promote_refuses_a_version_with_an_incompatible_schema_until_forced(
+    registry: Registry, env, dataset, api: ApiServer
+) -> None:
+    x, y = dataset
+    registry.register("iris", LogisticRegression().fit(x, y), promote=True)
+    wider = LogisticRegression().fit(np.hstack([x, x[:, :4]]), y)  # 10 features, not 6
+    registry.register("iris", wider)
+
+    with pytest.raises(IncompatibleSchema) as refused:
+        registry.promote("iris", 2)
+    assert "columns added: x6, x7, x8, x9" in refused.value.message
+    assert "--force" in refused.value.message
+    assert registry.resolve("iris") == 1  # nothing moved
+
+    cli = predictq(env, "models", "promote", "iris", "2")
+    assert cli.returncode == 1 and "incompatible_schema" in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
+    with api.http("ops") as http:
+        answer = http.post("/v1/models/iris/versions/2/promote")
+        assert answer.status_code == 409 and "columns added" in answer.text
+        assert registry.resolve("iris") == 1
+        forced = http.post("/v1/models/iris/versions/2/promote", params={"force": "true"})
+    assert forced.status_code == 200, forced.text
+    assert registry.resolve("iris") == 2
+    # Back to v1 needs the same force: v2's callers send ten features.
+    with pytest.raises(IncompatibleSchema, match="columns removed"):
+        registry.promote("iris", 1)
+    assert predictq(env, "models", "promote", "iris", "1", "--force").returncode == 0
+    assert registry.resolve("iris") == 1
+
+
+def test_promote_takes_a_compatible_version_and_an_alias_serving_nothing(
+    registry: Registry, dataset
+) -> None:
+    x, y = dataset
+    registry.register("m", LogisticRegression().fit(x, y))
+    registry.register("m", _constant(1, dataset))  # the same six columns
+    registry.promote("m", 1, alias="canary")  # an alias that served nothing: no check
+    registry.promote("m", 2, alias="canary")
+    assert registry.resolve("m", "canary") == 2
 
 
 # -- archive ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -82,13 +83,25 @@ async def show_version(name: ModelName, version: Version, svc: Svc, _: Reader) -
     operation_id="promote",
 )
 async def promote(
-    name: ModelName, version: Version, svc: Svc, who: Admin, alias: Alias = DEFAULT_ALIAS
-) -> AliasMoved:
+    name: ModelName,
+    version: Version,
+    svc: Svc,
+    who: Admin,
+    alias: Alias = DEFAULT_ALIAS,
+    force: Annotated[
+        bool,
+        Query(description="Promote even when the version's input schema is incompatible with "
+              "the one the alias serves now."),
+    ] = False,
+) -> AliasMoved:  # fmt: skip
     """Point the alias at this version; workers pick it up without a restart.
 
-    409 when the version is archived.
+    409 when the version is archived, and (code ``incompatible_schema``) when its input schema
+    is incompatible with the version the alias serves, unless ``force`` is true.
     """
-    meta = await run_in_threadpool(svc.registry.promote, name, version, alias, actor=who.name)
+    meta = await run_in_threadpool(
+        functools.partial(svc.registry.promote, name, version, alias, actor=who.name, force=force)
+    )
     return AliasMoved(model=name, alias=alias, version=meta.version)
 
 
