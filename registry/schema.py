@@ -14,6 +14,7 @@ schema's dtypes for a model fitted on one, a float array for an all-numeric mode
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import warnings
@@ -69,11 +70,12 @@ class InputSchema(BaseModel):
         "default", description="What the schema was inferred from."
     )
 
-    @property
+    # Cached: both are read for every job submitted, and a schema is not changed once built.
+    @functools.cached_property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    @property
+    @functools.cached_property
     def plain(self) -> bool:
         """Whether every column is a number that may not be missing: the fast path (the
         schema of every model fitted on a numpy array)."""
