@@ -228,7 +228,14 @@ class Client:
                     model=model, version=meta.version, job_id=job_id,
                 ) from e  # fmt: skip
             # Encoded once here: batch messages are put together from these.
-            encoded = orjson.dumps(plain)
+            try:
+                encoded = orjson.dumps(plain)
+            except orjson.JSONEncodeError as e:  # an integer past 64 bits in a numeric row
+                raise InvalidInput(
+                    f"job {i}: its rows cannot be sent as JSON ({e}): send numbers that fit "
+                    "in 64 bits, and text as valid Unicode",
+                    model=model, job_id=job_id,
+                ) from e  # fmt: skip
             if len(encoded) > self.settings.max_job_bytes:
                 raise InvalidInput(
                     f"job {i} encodes to {len(encoded)} bytes, over the limit of "

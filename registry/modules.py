@@ -197,6 +197,15 @@ def unimportable(module: str, model: str) -> MissingModule:
 def require_importable(data: bytes, fmt: str, model: str) -> list[str] | None:
     """The modules an artifact needs; MissingModule, before any unpickling, if one is absent."""
     modules = needed_modules(data, fmt)
+    if modules is not None and "__main__" in modules:
+        # Always importable here, and never the same module in a worker.
+        raise MissingModule(
+            "model uses a class or function defined in __main__ (a script or a notebook), "
+            "which no worker can import: move it into a module, install that module where "
+            "the workers run (or put it on PYTHONPATH), fit again and register",
+            module="__main__",
+            model=model,
+        )
     missing = first_missing(modules)
     if missing is not None:
         raise unimportable(missing, model)

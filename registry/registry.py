@@ -198,7 +198,11 @@ class Registry:
             return "-"
         if int(current) == meta.version:
             return str(current)
-        served = self.get(meta.name, version=int(current))
+        try:
+            served = self.get(meta.name, version=int(current))
+        except ModelNotFound:
+            # Replaced and deleted since the alias was read: PROMOTE will say it moved.
+            return str(current)
         found = incompatibilities(served.signature.input_schema, meta.signature.input_schema)
         if found:
             raise IncompatibleSchema(
@@ -268,8 +272,7 @@ class Registry:
         self._change(meta, "delete", who)
         self.store.bury(Tombstone(name=name, version=version, sha256=meta.sha256,
                                   deleted_at=_now(), deleted_by=who))  # fmt: skip
-        if not self.store.referenced(meta.sha256):
-            self.store.remove_blob(meta.sha256)
+        self.store.remove_blob(meta.sha256)
         return meta
 
     def _change(self, meta: ModelVersion, action: str, who: str) -> None:

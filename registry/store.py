@@ -180,11 +180,28 @@ class ArtifactStore:
         return any(meta.sha256 == sha256 for meta in self.manifests())
 
     def remove_blob(self, sha256: str) -> None:
-        """Delete a blob (and this host's cached copy) that no manifest references."""
-        for path in (self.blob_path(sha256), self.cache_dir / sha256 if self.cache_dir else None):
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        """Delete a blob (and this host's cached copy) once no manifest references it.
+
+        A registration of the same bytes may run meanwhile: it writes the blob, then its
+        manifest, then checks the blob is still there. Here the blob is first moved aside,
+        then the manifests are read again: one that appeared puts it back. Whichever order
+        the two run in, a manifest never ends up without its blob.
+        """
+        if self.referenced(sha256):
+            return
+        blob = self.blob_path(sha256)
+        aside = blob.with_name(f".deleting-{sha256}-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.rename(blob, aside)
+        except FileNotFoundError:
+            return
+        if self.referenced(sha256) and not blob.exists():
+            os.rename(aside, blob)
+        else:
+            aside.unlink()
+        if self.cache_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.cache_dir / sha256).unlink()
 
     def save_aliases(self, name: str, aliases: dict[str, int]) -> None:
         _atomic_write(self._model_dir(name) / "aliases.json", json.dumps(aliases).encode())

@@ -95,7 +95,8 @@ def _checker(column: Column) -> Check:
             return _missing(column, where)
         if math.isinf(out):
             raise _refuse(where, "a finite number", value)
-        return value if isinstance(value, int) else out
+        # A JSON message carries 64-bit integers; a larger one travels as the float it is.
+        return value if isinstance(value, int) and _INT64[0] <= value <= _INT64[1] else out
 
     def integer(value: Any, where: Where) -> Any:
         if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
@@ -122,6 +123,12 @@ def _checker(column: Column) -> Check:
 
     def string(value: Any, where: Where) -> Any:
         if isinstance(value, str):
+            if value.isascii():
+                return value
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate: not text a message can carry
+                raise _refuse(where, "a string of valid Unicode", value) from None
             return value
         if is_missing(value):
             return _missing(column, where)
@@ -142,8 +149,10 @@ def _checker(column: Column) -> Check:
             return string(value, where)
         if numeric:
             return number(value, where)
-        if isinstance(value, str | bool | np.bool_ | numbers.Real):
-            return value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, str):
+            return string(value, where)
+        if isinstance(value, bool | np.bool_ | numbers.Real):
+            return number(value, where) if not isinstance(value, bool | np.bool_) else bool(value)
         raise _refuse(where, "a string or a number", value)
 
     return {"number": number, "integer": integer, "boolean": boolean, "string": string,

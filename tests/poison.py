@@ -56,3 +56,12 @@ class SlowClassifier(PoisonClassifier):
     def predict(self, x: np.ndarray) -> np.ndarray:
         time.sleep(60 if np.any(x[:, 0] == 777) else self.delay)
         return (x[:, 0] > 0).astype(int)
+
+
+class DecimalOut(PoisonClassifier):
+    """Predicts Python Decimals: output JSON cannot carry (the model's fault, not the input's)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        from decimal import Decimal
+
+        return np.array([Decimal("1.5")] * len(x), dtype=object)

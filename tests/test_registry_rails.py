@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -29,6 +32,7 @@ from registry import (
 )
 
 from .conftest import REPO, ApiServer, wait_for
+from .poison import SlowClassifier
 
 
 def _constant(value: int, dataset) -> DummyClassifier:
@@ -403,3 +407,169 @@ def test_a_worker_without_a_models_module_fails_the_job_with_advice_to_install_i
     start_worker(PYTHONPATH=everything)
     for model in ("slow", "wrap"):
         assert client.wait(client.submit(model, x[:1]), timeout=30).status == "succeeded"
+
+
+# -- races found in review ---------------------------------------------------------------------
+
+
+def test_an_alias_job_already_running_survives_promote_then_archive_of_the_old_version(
+    registry: Registry, client: Client, dataset, start_worker
+) -> None:
+    """The usual clean-up, 'promote v2 then archive v1', while a job of the alias is running
+    (started on v1; the batch window keeps it between START and its model lookup)."""
+    x, _ = dataset
+    registry.register("m", _constant(0, dataset), promote=True)
+    registry.register("m", _constant(1, dataset))
+    w = start_worker(PREDICTQ_BATCH_WINDOW_MS="6000")
+    job = client.submit("m", x[:1])  # alias production -> v1
+    wait_for(lambda: client.result(job).status == "running", 30, "the job to start")
+
+    registry.promote("m", 2)
+    registry.archive("m", 1)
+    wait_for(lambda: "m v1: archive;" in w.output(), 30, "the worker to hear of the archive")
+
+    res = client.wait(job, timeout=30)
+    assert res.status == "succeeded", (res.version, res.error)
+
+
+def test_a_pinned_job_right_after_unarchive_is_not_refused_as_archived(
+    registry: Registry, client: Client, settings: Settings, dataset, start_worker
+) -> None:
+    x, y = dataset
+    registry.register("m", _constant(0, dataset), promote=True)
+    registry.register("m", _constant(1, dataset))
+    registry.register("slow", SlowClassifier(delay=3.0).fit(x, y), promote=True)
+    w = start_worker()
+    stale = Client(settings=settings.model_copy(update={"alias_cache_seconds": 600}))
+    try:
+        first = stale.wait(stale.submit("m", x[:1], version=2), timeout=30)
+        assert first.status == "succeeded", first.error  # stale has v2's metadata cached
+        registry.archive("m", 2)
+        wait_for(lambda: "pool process exiting" in w.output(), 30, "the pool process to recycle")
+        # A fresh pool process sees v2 archived, and remembers that for 30 s.
+        refused = stale.wait(stale.submit("m", x[:1], version=2), timeout=30)
+        assert refused.status == "failed" and refused.error is not None
+        assert "is archived" in refused.error.message
+
+        slow = client.submit("slow", x[:1])  # keeps that process busy for 3 s
+        wait_for(lambda: client.result(slow).status == "running", 30, "the slow job to start")
+        registry.unarchive("m", 2)
+        wait_for(lambda: "m v2: unarchive;" in w.output(), 30, "the worker to hear of it")
+        job = client.submit("m", x[:1], version=2)  # v2 is servable again: the client agrees
+
+        res = client.wait(job, timeout=30)
+        assert client.wait(slow, timeout=30).status == "succeeded"
+        assert res.status == "succeeded", res.error
+    finally:
+        stale.close()
+
+
+def test_a_worker_serving_other_models_stops_serving_an_archived_version_it_loaded(
+    registry: Registry, settings: Settings, dataset, start_worker
+) -> None:
+    """PREDICTQ_MODELS only says what a worker preloads: it still runs every model's jobs, and
+    loads pinned versions on demand. Its listener skips notices for models outside that list."""
+    x, _ = dataset
+    registry.register("m", _constant(0, dataset), promote=True)
+    registry.register("m", _constant(1, dataset))
+    start_worker(PREDICTQ_MODELS="other")
+    stale = Client(settings=settings.model_copy(update={"alias_cache_seconds": 600}))
+    try:
+        first = stale.wait(stale.submit("m", x[:1], version=2), timeout=30)
+        assert first.status == "succeeded", first.error  # v2 loaded in the pool process
+        registry.archive("m", 2)
+        outcomes: list[str] = []
+        deadline = time.monotonic() + 10  # a served model's worker refuses within a second
+        while time.monotonic() < deadline:  # polling: each round is a whole job
+            res = stale.wait(stale.submit("m", x[:1], version=2), timeout=30)
+            outcomes.append(res.status)
+            if res.status == "failed":
+                break
+        served = outcomes.count("succeeded")
+        assert outcomes[-1] == "failed", f"archived v2 kept serving {served} jobs over 10 s"
+    finally:
+        stale.close()
+
+
+def test_delete_racing_a_registration_of_the_same_bytes_keeps_the_new_versions_blob(
+    settings: Settings, fitted, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.joblib"
+    joblib.dump(fitted, path)
+    deleter, registrar = Registry(settings=settings), Registry(settings=settings)
+    old = registrar.register("old", path)  # unpromoted: deletable
+    scanned, registered = threading.Event(), threading.Event()
+    referenced = deleter.store.referenced
+
+    def paused(sha: str) -> bool:
+        answer = referenced(sha)  # scanned before the new manifest exists
+        scanned.set()
+        registered.wait(20)  # ... and acted on after the registration returned
+        return answer
+
+    deleter.store.referenced = paused  # type: ignore[method-assign]
+    t = threading.Thread(target=deleter.delete, args=("old", old.version))
+    t.start()
+    assert scanned.wait(20)
+    new = registrar.register("new", path)  # same bytes, same blob
+    registered.set()
+    t.join(20)
+
+    assert new.sha256 == old.sha256
+    try:
+        registrar.load(new)
+    except ModelNotFound as e:
+        pytest.fail(f"the new version lost its artifact: {e.message}")
+
+
+def test_promote_check_survives_the_served_version_being_replaced_and_deleted(
+    settings: Settings, fitted
+) -> None:
+    a, b = Registry(settings=settings), Registry(settings=settings)
+    for promote in (True, False, False):
+        a.register("m", fitted, promote=promote)  # v1 served; v2, v3 compatible
+    get = a.get
+    moved = threading.Event()
+
+    def racing_get(name, version=None, alias="production"):  # type: ignore[no-untyped-def]
+        if version == 1 and not moved.is_set():
+            moved.set()  # between reading the alias (v1) and reading v1's schema:
+            b.promote("m", 3)
+            b.delete("m", 1)
+        return get(name, version=version, alias=alias)
+
+    a.get = racing_get  # type: ignore[method-assign]
+    try:
+        a.promote("m", 2)
+    except ModelNotFound as e:
+        pytest.fail(f"promote of v2 failed naming another version: {e.message}")
+    assert a.resolve("m") == 2
+
+
+class NotebookModel(ClassifierMixin, BaseEstimator):
+    """A class defined where the model was trained: a notebook, a script (``__main__``)."""
+
+    def fit(self, x, y):  # type: ignore[no-untyped-def]
+        self.n_features_in_ = x.shape[1]
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict(self, x):  # type: ignore[no-untyped-def]
+        return (x[:, 0] > 0).astype(int)
+
+
+def test_a_class_defined_in_main_is_refused_at_registration(registry: Registry, dataset) -> None:
+    """Every process has a __main__, so it always looks importable; no worker has the
+    notebook's, so registration refuses it."""
+    x, y = dataset
+    main = sys.modules["__main__"]
+    original = NotebookModel.__module__
+    NotebookModel.__module__ = "__main__"
+    main.NotebookModel = NotebookModel  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(MissingModule, match="defined in __main__"):
+            registry.register("nb", NotebookModel().fit(x, y), promote=True)
+    finally:
+        NotebookModel.__module__ = original
+        del main.NotebookModel  # type: ignore[attr-defined]
+    assert registry.models() == []

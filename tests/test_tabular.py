@@ -273,3 +273,83 @@ def test_http_registry_reads_show_the_schema(churn: Any, api: ApiServer) -> None
     columns = version["signature"]["input_schema"]["columns"]
     assert {c["name"]: c["type"] for c in columns}["plan"] == "string"
     assert {c["name"]: c["nullable"] for c in columns}["income"] is True
+
+
+# -- hostile input, from every side ------------------------------------------------------------
+
+
+def _send_batch(redis_url: str, model: str, jobs: list[dict[str, Any]]) -> None:
+    stock = Celery(broker=redis_url)
+    stock.send_task("predictq.predict_batch", kwargs={"model": model, "jobs": jobs},
+                    queue="predictq")  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["nan", "nested"])
+def test_one_bad_job_in_a_stock_batch_message_fails_alone(
+    bad: str, client: Client, promoted: str, dataset, redis_url, worker
+) -> None:
+    x, _ = dataset
+    jobs = [{"id": f"{bad}-{i}", "rows": x[i : i + 1].tolist()} for i in range(5)]
+    if bad == "nan":  # Celery's JSON writes NaN, which this all-number model does not take
+        jobs[2]["rows"] = [[float("nan")] * 6]
+    else:  # deeper than the worker's JSON encoder goes
+        deep: Any = 1.0
+        for _ in range(300):
+            deep = [deep]
+        jobs[2]["rows"] = [[deep, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    _send_batch(redis_url, promoted, jobs)
+    ids = [j["id"] for j in jobs]
+    wait_for(lambda: all(client.redis.exists(f"predictq:job:{i}") for i in ids), 30,
+             "a record for every job of the message")  # fmt: skip
+
+    results = client.wait_many(ids, timeout=30)
+
+    assert [r.status for r in results] == ["succeeded"] * 2 + ["failed"] + ["succeeded"] * 2
+    assert results[2].error is not None and results[2].error.code == "invalid_input"
+
+
+def test_a_stock_nan_in_a_nullable_column_is_a_missing_value(
+    churn: Any, client: Client, redis_url, start_worker
+) -> None:
+    start_worker()
+    stock = Celery(broker=redis_url)
+    kwargs = {"model": "churn", "rows": [_row(income=float("nan"))]}
+    sent = stock.send_task("predictq.predict", queue="predictq", kwargs=kwargs)
+    wait_for(lambda: client.redis.exists(f"predictq:job:{sent.id}"), 30, "the stock job")
+    result = client.wait(sent.id, timeout=30)
+    assert result.status == "succeeded", result.error
+    assert result.predictions == churn.predict(pd.DataFrame([_row(income=None)])).tolist()
+
+
+def test_values_json_cannot_carry_are_refused_in_one_line_never_a_raw_error(
+    churn: Any, client: Client, promoted: str, env, tmp_path
+) -> None:
+    for call in (
+        lambda: client.submit(promoted, [[2**64, 0.0, 0.0, 0.0, 0.0, 0.0]]),
+        lambda: client.submit("churn", [_row(country="\ud800")]),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            call()
+        assert "\n" not in caught.value.message
+    assert client.redis.llen("predictq") == 0
+    # A big integer in a number column is just a number.
+    assert client.submit("churn", [_row(income=2**70)])
+    csv = tmp_path / "rows.csv"
+    csv.write_text("123456789012345678901234567890,0,0,0,0,0\n")
+    for args in (["--rows", "[[18446744073709551616, 0, 0, 0, 0, 0]]"], ["--file", str(csv)]):
+        done = predictq(env, "submit", promoted, *args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_output_json_cannot_carry_fails_as_the_models_fault(
+    registry: Registry, client: Client, dataset, start_worker
+) -> None:
+    from .poison import DecimalOut
+
+    x, y = dataset
+    registry.register("dec", DecimalOut().fit(x, y), promote=True)
+    start_worker()
+    result = client.wait(client.submit("dec", x[:1]), timeout=30)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.code == "internal" and "JSON cannot carry" in result.error.message

@@ -13,7 +13,7 @@ import orjson
 import sklearn
 
 from producer import JobRequest
-from registry import InvalidInput, PredictqError, check_probabilities
+from registry import InvalidInput, ModelNotFound, PredictqError, check_probabilities
 from registry.schema import model_input, quiet_names
 from registry.signature import first_line
 from registry.validation import validate_rows
@@ -80,7 +80,17 @@ def _prepare(job: Job, models: _Models, max_rows: int) -> LoadedModel | None:
         if version is None:
             # resolve() raises ModelNotFound naming whether the model or the alias is missing.
             version = models.cache.registry.resolve(request.model, request.alias)
-        loaded = models.get(request.model, version, None if pinned else request.alias)
+        try:
+            loaded = models.get(request.model, version, None if pinned else request.alias)
+        except ModelNotFound:
+            if pinned:
+                raise
+            # The version START resolved the alias to was archived or deleted since (the
+            # alias had moved on first): an alias job runs on what the alias serves now.
+            now = models.cache.registry.resolve(request.model, request.alias)
+            if now == version:
+                raise
+            loaded = models.get(request.model, now, request.alias)
         job.version = loaded.meta.version
         rows = request.rows if job.given is None else job.given
         job.rows = validate_rows(rows, loaded.meta.signature, max_rows=max_rows)
@@ -137,14 +147,24 @@ def _predict(loaded: LoadedModel, jobs: list[Job]) -> None:
     classes = loaded.classes
     for job in jobs:
         end = start + len(job.rows)
-        job.predictions = _dumps(predictions[start:end])
-        if proba is not None and job.request is not None and job.request.probabilities:
-            proba_end = proba_start + len(job.rows)
-            job.proba = _dumps(proba[proba_start:proba_end])
-            job.classes = classes
-            proba_start = proba_end
-        job.status = "succeeded"
-        start = end
+        wants_proba = proba is not None and job.request is not None and job.request.probabilities
+        proba_end = proba_start + len(job.rows) if wants_proba else proba_start
+        try:
+            job.predictions = _dumps(predictions[start:end])
+            if wants_proba:
+                assert proba is not None
+                job.proba = _dumps(proba[proba_start:proba_end])
+                job.classes = classes
+            job.status = "succeeded"
+        except Exception as e:  # the model's output, not the caller's input
+            log.error("job %s: predictions not writable as JSON", job.id, exc_info=e)
+            meta = loaded.meta
+            job.fail(PredictqError(
+                f"{meta.name} v{meta.version} answered values JSON cannot carry "
+                f"({type(e).__name__}: {first_line(e)}): make predict() return numbers, "
+                "strings or booleans", model=meta.name, version=meta.version, job_id=job.id,
+            ))  # fmt: skip
+        start, proba_start = end, proba_end
 
 
 def configure_sklearn() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,8 @@ def parse(raw: str) -> TaskMessage:
     try:
         if encoding == "base64":
             body = base64.b64decode(body, validate=True)
-        decoded = orjson.loads(body)
-    except (orjson.JSONDecodeError, ValueError, TypeError, binascii.Error) as e:
+        decoded = _body(body)
+    except (ValueError, TypeError, binascii.Error, RecursionError) as e:
         raise InvalidInput(f"message body is not valid JSON: {e}") from e
     if not (isinstance(decoded, list) and len(decoded) >= 2):
         raise InvalidInput("message body must be [args, kwargs, embed] (Celery protocol 2)")
@@ -103,6 +104,34 @@ def parse(raw: str) -> TaskMessage:
     if task == BATCH_TASK_NAME:
         return TaskMessage(job_id, kwargs, has_record, batch_jobs(kwargs))
     return TaskMessage(job_id, with_positional(args, kwargs), has_record)
+
+
+def _body(body: Any) -> Any:
+    """A task body's JSON. Celery's own JSON writer (Python's) spells a float NaN as ``NaN``,
+    which orjson refuses: such a body is read again by Python's parser, NaN and all, and the
+    schema decides (a missing value where the column is nullable). Only bodies orjson refused
+    pay for the second parse."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
+def batch_ids(raw: str) -> list[str]:
+    """The job IDs of a batch message that could not be read as a whole, as far as they can be
+    read: each then fails on its own record instead of vanishing with the message."""
+    try:
+        envelope = orjson.loads(raw)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        jobs = json.loads(body)[1]["jobs"]
+    except Exception:  # anything unreadable has no IDs to give
+        return []
+    if not isinstance(jobs, list):
+        return []
+    ids = [j.get("id") for j in jobs[:MAX_BATCH_JOBS] if isinstance(j, dict)]
+    return [i for i in ids if isinstance(i, str) and 0 < len(i) <= 200]
 
 
 def batch_jobs(kwargs: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -82,7 +82,9 @@ def _follow_promotions(rt: Runtime) -> None:
             connected_before = True
             for message in pubsub.listen():
                 event = json.loads(message["data"])
-                if served and event["model"] not in served:
+                # Archive, unarchive and delete concern every model: a node that preloads
+                # only some still loads pinned versions of any on demand.
+                if served and event["model"] not in served and "action" not in event:
                     continue
                 if "action" in event:
                     # Archived, unarchived or deleted. Pool processes may hold it (pinned jobs

@@ -194,7 +194,10 @@ class ModelCache:
         self._generation_seen = generation
 
     def prune(self) -> None:
-        """Forget loaded versions that were archived or deleted while no notice could arrive."""
+        """Forget loaded versions that were archived or deleted while no notice could arrive,
+        and every remembered load failure: one may be of a version unarchived since."""
+        with self._lock:
+            self._failed.clear()
         for model, version in list(self._loaded):
             try:
                 self.registry.servable(model, version)

@@ -234,13 +234,22 @@ class Runtime:
         decoded = envelope.loads_or_none(raw)
         job_id = envelope.job_id_of(decoded)
         self.dead_letter(job_id, raw, error)
-        # A batch message's task ID is not a job's: its jobs' records, if any, are requeued
-        # from their rows by the sweeper's lost-job pass.
-        if job_id is None or envelope.task_of(decoded) == BATCH_TASK_NAME:
+        if envelope.task_of(decoded) == BATCH_TASK_NAME:
+            # A batch message's task ID is not a job's: each job it names fails on its own
+            # record (a stock client's jobs have none yet), rather than vanish with it.
+            return [self._failed(i, raw, error) for i in envelope.batch_ids(raw)]
+        if job_id is None:
             return []
         job = Job(job_id, None, raw=raw)
         job.fail(error)
         return [job]
+
+    def _failed(self, job_id: str, raw: str, error: InvalidInput) -> Job:
+        """A job of an unreadable batch message, failed; its record's payload is a message
+        of its own (without rows) should recovery ever hand it back."""
+        job = Job(job_id, None, raw=task_message(job_id, {"rows": []}, self.settings.queue))
+        job.fail(error)
+        return job
 
     def _jobs_of(self, raw: str) -> list[Job]:
         # Refused unread: base64 makes an accepted message at most 4/3 its content's size.
@@ -277,14 +286,21 @@ class Runtime:
         for job_id, rows in message.jobs or ():
             # A job whose record was not written at submission (a stock client's batch) gets
             # its own message as its record's payload, for recovery.
-            raw = "" if message.has_record else task_message(
-                job_id, {**shared, "rows": rows}, self.settings.queue, record=False
-            )  # fmt: skip
-            # The rows are validated against the model's signature when the batch runs.
+            failed = error
+            try:
+                raw = "" if message.has_record else task_message(
+                    job_id, {**shared, "rows": rows}, self.settings.queue, record=False
+                )  # fmt: skip
+            except (orjson.JSONEncodeError, TypeError, ValueError) as e:  # rows nested too deep
+                raw = task_message(job_id, {**shared, "rows": []}, self.settings.queue,
+                                   record=False)  # fmt: skip
+                failed = InvalidInput(f"this job's rows cannot be read ({e})")
+            # The rows are validated against the model's schema when the batch runs.
             job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows)
-            if request is None:
+            if request is None or failed is not None:
                 job.model = str(shared.get("model", ""))[:128]
-                job.fail(error or InvalidInput("malformed batch message"))
+                job.request = None
+                job.fail(failed or InvalidInput("malformed batch message"))
             jobs.append(job)
         return jobs
 
