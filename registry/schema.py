@@ -245,20 +245,14 @@ def _typed_from_categories(column: Column, categories: list[Any], nullable: bool
 
 
 def _selected(columns: Any, names: list[str]) -> list[int]:
-    """Indices of the columns a ColumnTransformer entry selected."""
+    """Indices of the columns a fitted ColumnTransformer entry took: a slice, a name, an
+    index, a boolean mask, or a list of names or indices."""
     if isinstance(columns, slice):
         return list(range(len(names)))[columns]
-    if isinstance(columns, str | int):
-        columns = [columns]
-    out = []
-    for c in np.asarray(columns).tolist():
-        if isinstance(c, bool):
-            continue  # boolean masks are handled below
-        out.append(names.index(c) if isinstance(c, str) else int(c))
-    mask = np.asarray(columns)
-    if mask.dtype == bool:
-        return [i for i, keep in enumerate(mask.tolist()) if keep]
-    return out
+    chosen = np.atleast_1d(np.asarray(columns))
+    if chosen.dtype == bool:
+        return [i for i, keep in enumerate(chosen.tolist()) if keep]
+    return [names.index(c) if isinstance(c, str) else int(c) for c in chosen.tolist()]
 
 
 def _allow_nan(estimator: Any) -> bool:
@@ -318,7 +312,7 @@ def estimator_columns(estimator: Any, columns: list[Column]) -> list[str]:
             for column, is_cat in zip(columns, np.asarray(native).tolist(), strict=False):
                 if is_cat:
                     _typed_from_categories(column, list(next(known_lists, [])), False)
-    if _allow_nan(estimator) or (final is estimator and _allow_nan(final)):
+    if _allow_nan(estimator):
         for column in columns:
             column.nullable = True
     # An encoder with string categories that no column could be matched to: the model needs
