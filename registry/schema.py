@@ -153,7 +153,7 @@ def _frame_columns(frame: Any) -> list[Column]:
         dtype = series.dtype
         nullable = bool(series.isna().any())
         if isinstance(dtype, pd.CategoricalDtype):
-            categories = [_plain(c) for c in dtype.categories]
+            categories = [json_value(c) for c in dtype.categories]
             out.append(Column(name=str(name), type="category", nullable=nullable,
                               categories=categories))  # fmt: skip
         elif pd.api.types.is_bool_dtype(dtype):
@@ -196,10 +196,9 @@ def example_columns(example: Any) -> list[Column]:
 # -- inference from the fitted estimator -------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def json_value(value: Any) -> Any:
+    """A JSON-friendly copy of a numpy scalar or array."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
 
 
 def _first_steps(estimator: Any) -> Iterator[Any]:
@@ -235,7 +234,7 @@ def _encoder_categories(transformer: Any) -> tuple[list[list[Any]] | None, bool]
 
 
 def _typed_from_categories(column: Column, categories: list[Any], nullable: bool) -> None:
-    known = [_plain(c) for c in categories if not is_missing(c)]
+    known = [json_value(c) for c in categories if not is_missing(c)]
     column.nullable = column.nullable or nullable or len(known) < len(categories)
     if known and all(isinstance(c, bool | np.bool_) for c in known):
         column.type = "boolean"

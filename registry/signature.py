@@ -11,13 +11,8 @@ import sklearn
 
 from .errors import InvalidInput
 from .models import Environment, Signature
-from .schema import InputSchema, infer_schema, model_input, quiet_names
+from .schema import InputSchema, infer_schema, json_value, model_input, quiet_names
 from .validation import validate_rows
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly copy of a numpy scalar or array."""
-    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
 
 
 def signature_of(estimator: Any, input_example: Any = None) -> tuple[Signature, list[str]]:
@@ -39,7 +34,7 @@ def signature_of(estimator: Any, input_example: Any = None) -> tuple[Signature, 
     names = [str(n) for n in raw_names] if raw_names is not None else None
     classes = getattr(estimator, "classes_", None)
     if isinstance(classes, list):  # one array per output of a multi-output classifier
-        classes = [_plain(c) for c in classes]
+        classes = [json_value(c) for c in classes]
     schema, warnings = infer_schema(estimator, int(n_features), names, input_example)
     outputs = int(getattr(estimator, "n_outputs_", 1) or 1)
     if input_example is not None:
@@ -48,7 +43,7 @@ def signature_of(estimator: Any, input_example: Any = None) -> tuple[Signature, 
     signature = Signature(
         n_features=int(n_features),
         feature_names=names,
-        classes=_plain(classes) if classes is not None else None,
+        classes=json_value(classes) if classes is not None else None,
         has_predict_proba=hasattr(estimator, "predict_proba"),
         estimator=f"{cls.__module__}.{cls.__qualname__}",
         input_schema=schema,
