@@ -214,6 +214,8 @@ def test_a_key_reads_and_cancels_only_its_own_jobs_and_an_admin_reads_any(
 def test_readyz_needs_redis_and_a_live_worker_that_takes_jobs(api: ApiServer, start_worker) -> None:
     with api.http() as http:
         before = http.get("/readyz")
+        # What Kubernetes probes when workers scale to zero: Redis alone.
+        without_workers = http.get("/readyz", params={"workers": "false"})
         start_worker()
         # Its pool processes start taking jobs a moment after the node's first heartbeat.
         wait_for(lambda: http.get("/readyz").status_code == 200, 30, "readyz to turn ready")
@@ -221,6 +223,8 @@ def test_readyz_needs_redis_and_a_live_worker_that_takes_jobs(api: ApiServer, st
     assert before.status_code == 503
     # No consumer has reported yet, and none is failing: only the missing worker says no.
     assert before.json() == {"ready": False, "redis": True, "workers": False, "consumers": True}
+    assert without_workers.status_code == 200
+    assert without_workers.json() == {**before.json(), "ready": True}
     assert after.json() == {"ready": True, "redis": True, "workers": True, "consumers": True}
 
 

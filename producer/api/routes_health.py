@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from registry import keys
@@ -31,7 +31,14 @@ async def healthz() -> Health:
     summary="Readiness",
     operation_id="readyz",
 )
-async def readyz(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
+async def readyz(
+    svc: Annotated[Services, Depends(services)],
+    workers: Annotated[
+        bool,
+        Query(description="false: ready when Redis answers alone, for a gateway whose workers "
+              "scale to zero (only jobs submitted meanwhile bring one back)."),
+    ] = True,
+) -> JSONResponse:
     """Ready when Redis answers, a worker's heartbeat is alive, and its pool processes are not
     all failing to take jobs."""
     reachable = alive = taking = False
@@ -47,6 +54,7 @@ async def readyz(svc: Annotated[Services, Depends(services)]) -> JSONResponse:
         taking = not settings.batching or consuming(states)
     except redis.RedisError:
         pass
-    body = Readiness(ready=reachable and alive and taking, redis=reachable, workers=alive,
+    ready = reachable and (alive and taking or not workers)
+    body = Readiness(ready=ready, redis=reachable, workers=alive,
                      consumers=taking)  # fmt: skip
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
