@@ -35,8 +35,10 @@ async def readyz(
     svc: Annotated[Services, Depends(services)],
     workers: Annotated[
         bool,
-        Query(description="false: ready when Redis answers alone, for a gateway whose workers "
-              "scale to zero (only jobs submitted meanwhile bring one back)."),
+        Query(
+            description="false: ready when Redis answers alone, for a gateway whose workers "
+            "scale to zero (only jobs submitted meanwhile bring one back)."
+        ),
     ] = True,
 ) -> JSONResponse:
     """Ready when Redis answers, a worker's heartbeat is alive, and its pool processes are not
@@ -54,7 +56,7 @@ async def readyz(
         taking = not settings.batching or consuming(states)
     except redis.RedisError:
         pass
-    ready = reachable and (alive and taking or not workers)
+    ready = reachable and ((alive and taking) or not workers)
     body = Readiness(ready=ready, redis=reachable, workers=alive,
                      consumers=taking)  # fmt: skip
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
