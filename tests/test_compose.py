@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import redis
 import yaml
 
-from registry import keys
+from registry import Settings, keys
 
 from .conftest import REPO
 
@@ -59,9 +60,33 @@ def test_the_api_service_takes_its_keys_from_the_environment_and_the_image_insta
 
 
 def test_every_service_restarts_by_itself_and_has_a_health_check() -> None:
-    for name, service in _compose()["services"].items():
+    services = _compose()["services"]
+    assert set(services) == {"redis", "worker", "api", "flower"}
+    for name, service in services.items():
         assert service.get("restart") in {"always", "unless-stopped"}, name
-        assert service.get("healthcheck", {}).get("test"), name
+        check = service.get("healthcheck", {})
+        assert check.get("test"), name
+        # A hung check must count as a failure, and a few misses must mark it unhealthy.
+        assert {"interval", "timeout", "retries"} <= set(check), name
+        assert _seconds(check["timeout"]) <= _seconds(check["interval"]), name
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert match, f"not a duration: {duration}"
+    return float(match[1]) * units[match[2]]
+
+
+def test_the_worker_serves_metrics_inside_the_network_and_stops_after_its_longest_batch() -> None:
+    worker = _compose()["services"]["worker"]
+    port = worker["environment"]["PREDICTQ_METRICS_PORT"]
+    assert port in worker["expose"]
+    assert "ports" not in worker  # metrics stay on the compose network
+    # The shared settings still reach the worker beside its own.
+    assert worker["environment"]["PREDICTQ_ARTIFACT_DIR"] == "/data/artifacts"
+    time_limit = Settings.model_fields["time_limit"].default
+    assert _seconds(worker["stop_grace_period"]) >= time_limit + 30
 
 
 def test_redis_is_at_least_version_7() -> None:

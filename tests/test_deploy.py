@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -338,14 +337,13 @@ def test_metrics_are_served_where_the_scrape_annotations_say() -> None:
     assert _config()["PREDICTQ_ARTIFACT_DIR"].startswith("s3://")
 
 
-def test_every_container_runs_the_image_and_a_real_predictq_command() -> None:
-    for name in _deployments():
+def test_every_container_runs_the_image_and_the_command_of_its_compose_service() -> None:
+    compose = _yaml(REPO / "docker-compose.yml")["services"]
+    for name, service in {"predictq-worker": "worker", "predictq-api": "api"}.items():
         container = _container(name)
-        assert container["image"] == "predictq:latest"
-        # --help parses every option given, so an unknown command or flag fails here.
-        check = subprocess.run([sys.executable, "-m", "worker", *container["args"], "--help"],
-                               capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert check.returncode == 0, f"{name}: predictq {container['args']}: {check.stderr}"
+        assert container["image"] == compose[service]["image"] == "predictq:latest"
+        # test_compose checks that these parse as predictq commands and options.
+        assert container["args"] == compose[service]["command"], name
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
