@@ -360,6 +360,11 @@ def test_kustomize_builds_the_whole_set_with_the_example_secrets(tmp_path: Path)
         assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "predictq", doc
         if not doc["apiVersion"].startswith("keda.sh/"):
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    (image,) = _kustomization()["images"]
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            assert container["image"] == f"{image['newName']}:{image['newTag']}"
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Secret", name) for name in _generated_secrets()} <= names
     assert set(_manifests()) <= names
