@@ -190,6 +190,26 @@ def test_a_tampered_object_is_refused_and_nothing_is_cached(
     assert _cached(cache) == set()
 
 
+def test_an_unreachable_store_fails_the_job_with_a_clear_code_and_the_worker_lives_on(
+    registry: Registry,
+    client: Client,
+    fitted: LogisticRegression,
+    start_worker: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    registry.register("clf", fitted)
+    w = start_worker(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_MAX_ATTEMPTS="1",
+                     PREDICTQ_CACHE_DIR=str(tmp_path / "cache"))  # fmt: skip
+
+    res = client.wait(client.submit("clf", [[0.0] * 6], version=1), timeout=60)
+
+    assert (res.status, res.error and res.error.code) == ("failed", "artifact_unavailable")
+    assert "could not read from the artifact store s3://" in res.error.message
+    assert "check the network" in res.error.message
+    assert w.proc.poll() is None
+    assert _cached(tmp_path / "cache") == set()
+
+
 def test_models_rebuild_restores_versions_from_the_bucket_after_redis_is_flushed(
     registry: Registry,
     fitted: LogisticRegression,
