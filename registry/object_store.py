@@ -137,6 +137,21 @@ class ObjectStore(ArtifactStore):
         except FileNotFoundError:
             return None
 
+    def _read_many(self, keys: list[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        paths = {self._full(key): key for key in keys}
+        with self._errors("read from"):
+            found = self._fs().cat(list(paths), on_error="return")
+        read = {}
+        for path, data in found.items():
+            if isinstance(data, FileNotFoundError):
+                continue  # deleted between the listing and the read
+            if isinstance(data, Exception):
+                raise self._unavailable("read from", data) from data
+            read[paths[path]] = data
+        return read
+
     def _write(self, key: str, data: bytes) -> None:
         # One PUT: readers see the old object or the new one, never a part.
         with self._errors("write to"):

@@ -118,6 +118,19 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
 
+    def _read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The bytes at each of ``keys`` that exist (a bucket fetches them concurrently)."""
+        found = {}
+        for key in keys:
+            try:
+                data = self._read(key)
+            except OSError as e:  # unreadable: skipped like a malformed one
+                log.warning("skipping unreadable %s: %s", key, e)
+                continue
+            if data is not None:
+                found[key] = data
+        return found
+
     def _write(self, key: str, data: bytes) -> None:
         """Replace ``key`` atomically: a reader sees the old bytes or the new, never a part."""
         _atomic_write(self.root / key, data)
@@ -251,14 +264,13 @@ class ArtifactStore:
 
     def manifests(self) -> Iterator[ModelVersion]:
         """Every readable version manifest in the store (tombstones left out)."""
-        for name, version in self._numbered():
-            key = _manifest_key(name, version)
+        found = self._read_many([_manifest_key(n, v) for n, v in self._numbered()])
+        for key, raw in found.items():
             try:
-                raw = self._read(key)
-                if raw is None or _is_tombstone(json.loads(raw)):
+                if _is_tombstone(json.loads(raw)):
                     continue
                 yield ModelVersion.model_validate_json(raw)
-            except (OSError, ValueError, ValidationError) as e:
+            except (ValueError, ValidationError) as e:
                 log.warning("skipping unreadable manifest %s: %s", key, e)
 
     def last_versions(self) -> dict[str, int]:
