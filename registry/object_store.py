@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from .artifact_cache import VerifiedCache
 from .errors import ArtifactUnavailable, PredictqError
 from .store import ArtifactStore
 
@@ -42,7 +43,8 @@ class ObjectStore(ArtifactStore):
     """The artifact store under an fsspec URL such as ``s3://bucket/prefix``."""
 
     def __init__(self, url: str, cache_dir: Path | None = None) -> None:
-        super().__init__(Path("."), cache_dir)
+        # No super().__init__(): a bucket has no root directory, so no ``root``.
+        self.cache = VerifiedCache(Path(cache_dir)) if cache_dir else None
         self.url = url.rstrip("/")
         self.protocol = self.url.split("://", 1)[0]
         self._base = self.url.split("://", 1)[1]
@@ -119,8 +121,8 @@ class ObjectStore(ArtifactStore):
             return ArtifactUnavailable(f"no credentials to {action} {self.url}: {fix}")
         if isinstance(e, PermissionError):
             return ArtifactUnavailable(
-                f"access denied to {action} {self.url}: give these credentials the rights to "
-                "read, write, list and delete objects under it"
+                f"access denied to {action} {self.url}: check the credentials, and that they "
+                "may read, write, list and delete objects under it"
             )
         detail = " ".join(str(e).split())[:200]
         return ArtifactUnavailable(
