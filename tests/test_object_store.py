@@ -144,8 +144,9 @@ def test_two_nodes_each_download_a_model_once_and_serve_it(
 
     nodes = {}
     for node in ("a", "b"):
-        # Separate queues make each node's share of the jobs certain.
-        nodes[node] = start_worker(3, PREDICTQ_CACHE_DIR=str(tmp_path / f"cache-{node}"),
+        # Separate homes give each node its own cache (PREDICTQ_CACHE_DIR's default for an
+        # object store); separate queues make each node's share of the jobs certain.
+        nodes[node] = start_worker(3, PREDICTQ_HOME=str(tmp_path / f"home-{node}"),
                                    PREDICTQ_QUEUE=f"q-{node}")  # fmt: skip
     for node, w in nodes.items():
         node_settings = settings.model_copy(update={"queue": f"q-{node}"})
@@ -162,7 +163,7 @@ def test_two_nodes_each_download_a_model_once_and_serve_it(
         assert [r.predictions[0] for r in results[:24]] == [
             int(p) for p in registry.load(v2).predict(x[:24])
         ]
-        assert _cached(tmp_path / f"cache-{node}") == {v1.sha256, v2.sha256}
+        assert _cached(tmp_path / f"home-{node}" / "cache") == {v1.sha256, v2.sha256}
         assert (_downloads(w.log, v1.sha256), _downloads(w.log, v2.sha256)) == (1, 1), w.output()
 
 
