@@ -1,6 +1,7 @@
 """predictq's model registry: versions, aliases, promotion history and the artifact store."""
 
 from .errors import (
+    ArtifactUnavailable,
     Forbidden,
     IncompatibleSchema,
     IntegrityError,
@@ -35,6 +36,7 @@ from .validation import check_probabilities, validate_rows
 __all__ = [
     "DEFAULT_ALIAS",
     "ArtifactStore",
+    "ArtifactUnavailable",
     "Column",
     "Environment",
     "Forbidden",

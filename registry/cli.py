@@ -221,4 +221,4 @@ def rebuild() -> None:
     reg = Registry()
     count = reg.rebuild()
     console.print(f"restored {count} version(s) of {len(reg.models())} model(s) "
-                  f"from {reg.store.root}")  # fmt: skip
+                  f"from {reg.store.location}")  # fmt: skip

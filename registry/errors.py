@@ -99,6 +99,14 @@ class IntegrityError(PredictqError):
     http_status = 500
 
 
+class ArtifactUnavailable(PredictqError):
+    """Raised when the artifact store cannot be used: a missing bucket, no credentials, a
+    network failure, or an fsspec backend that is not installed."""
+
+    code = "artifact_unavailable"
+    http_status = 503
+
+
 class JobNotFound(PredictqError):
     """Raised when a job ID was never submitted or its record has expired."""
 
@@ -216,6 +224,7 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         VersionConflict,
         MissingModule,
         IntegrityError,
+        ArtifactUnavailable,
         JobNotFound,
         JobTimeout,
         WorkerLost,

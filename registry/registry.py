@@ -31,7 +31,7 @@ from .names import check_name
 from .schema import incompatibilities
 from .settings import Settings, get_settings
 from .signature import current_environment, signature_of
-from .store import ArtifactStore, Tombstone
+from .store import Tombstone, open_store
 
 DEFAULT_ALIAS = "production"
 # Schema checks a promotion makes before it gives up on an alias that keeps moving under it.
@@ -55,8 +55,9 @@ class Registry:
         self.settings = settings or get_settings()
         self.url = resolve_url(url, self.settings)
         self.redis: redis.Redis = connect(self.url)
-        root = Path(artifact_dir) if artifact_dir else self.settings.artifact_path
-        self.store = ArtifactStore(root, self.settings.cache_dir)
+        if artifact_dir:
+            self.settings = self.settings.model_copy(update={"artifact_dir": str(artifact_dir)})
+        self.store = open_store(self.settings.artifact_location, self.settings.artifact_cache)
         self._promote = self.redis.register_script(scripts.PROMOTE)
         self._rollback = self.redis.register_script(scripts.ROLLBACK)
         self._raise_seq = self.redis.register_script(scripts.RAISE_SEQ)
@@ -130,7 +131,7 @@ class Registry:
             # lost its counter, INCR simply runs on until it passes every number on disk.
             if self.store.reserve(meta):
                 break
-        if not self.store.blob_path(sha).exists():
+        if not self.store.has_blob(sha):
             # A concurrent delete of the last other version with these bytes collected the
             # blob between our write and our manifest: write it again.
             self.store.put_bytes(data)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import InvalidSettings
@@ -29,15 +30,16 @@ class Settings(BaseSettings):
         default_factory=_default_home,
         description="Data directory for the embedded Redis and the default artifact store.",
     )
-    artifact_dir: Path | None = Field(
+    artifact_dir: str | None = Field(
         None,
-        description="Artifact store directory (a shared mount for multi-host workers). "
+        description="Artifact store: a directory (a shared mount for multi-host workers) or an "
+        "object-store URL (s3://bucket/prefix; gs://, az:// with their fsspec backend). "
         "Default: <home>/artifacts.",
     )
     cache_dir: Path | None = Field(
         None,
         description="Local cache of verified artifacts, keyed by SHA-256, for workers that "
-        "read a remote/shared store. Unset: read the store directly.",
+        "read a remote/shared store. Unset: <home>/cache for an object store, else none.",
     )
     embedded_port: int = Field(6379, description="Port of the embedded Redis on 127.0.0.1.")
     redis_server: str | None = Field(
@@ -157,6 +159,12 @@ class Settings(BaseSettings):
         30.0, gt=0, le=600, description="Cap in seconds on a GET /v1/jobs/{id}?wait= long-poll."
     )
 
+    @field_validator("artifact_dir", mode="before")
+    @classmethod
+    def _path_as_str(cls, value: object) -> object:
+        # A URL must stay a string (Path("s3://b") is "s3:/b"); a Path is welcome too.
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     @model_validator(mode="after")
     def _limits_agree(self) -> Settings:
         if self.visibility_timeout <= self.time_limit:
@@ -168,9 +176,18 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def artifact_path(self) -> Path:
-        """The artifact store directory, defaulting under ``home``."""
-        return self.artifact_dir or self.home / "artifacts"
+    def artifact_location(self) -> str:
+        """The artifact store (a directory or an object-store URL), defaulting under ``home``."""
+        return self.artifact_dir or str(self.home / "artifacts")
+
+    @property
+    def artifact_cache(self) -> Path | None:
+        """This host's cache of verified artifacts: ``cache_dir``, or under ``home`` when the
+        store is an object store (every read would download otherwise)."""
+        location = self.artifact_location
+        if self.cache_dir is None and "://" in location and not location.startswith("file://"):
+            return self.home / "cache"
+        return self.cache_dir
 
     @property
     def skops_trusted_types(self) -> list[str]:
