@@ -9,17 +9,22 @@ are. ``RedisUnavailable`` is a ``redis.ConnectionError``, so retry loops still s
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
 from redis.client import Pipeline, PubSub
 from redis.exceptions import (
     AuthenticationWrongNumberOfArgsError,
     BusyLoadingError,
     NoPermissionError,
 )
+from redis.sentinel import MasterNotFoundError, Sentinel
 
+from . import sentinel
 from .embedded import ensure_embedded
 from .errors import RedisUnavailable
 from .settings import Settings, get_settings
@@ -28,6 +33,7 @@ from .settings import Settings, get_settings
 # A URL's own ?socket_connect_timeout= wins.
 _CONNECT_TIMEOUT = 10.0
 _NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already")
+_SECRET_OPTIONS = {"password", "username", "sentinel_password", "sentinel_username"}
 _NO_HOST = ("Name or service not known", "nodename nor servname", "name resolution",
             "No address associated")  # fmt: skip
 
@@ -50,7 +56,7 @@ def redact(url: str) -> str:
         return "(a malformed URL)"
     query = "&".join(
         q for q in parts.query.split("&")
-        if q and q.partition("=")[0].lower() not in {"password", "username"}
+        if q and q.partition("=")[0].lower() not in _SECRET_OPTIONS
     )  # fmt: skip
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
@@ -61,6 +67,20 @@ def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
     connection problem (a reply about the data: OOM, WRONGTYPE, a script's error)."""
     text = " ".join(str(error).split())
     at = f"Redis at {where}"
+    if isinstance(error, MasterNotFoundError):
+        # redis-py appends each sentinel's client repr and error kind: keep only the kinds.
+        kinds = re.findall(r"> - (?:\w+:)?(\w+)", text)
+        said = f" (the sentinels: {', '.join(kinds)})" if kinds else ""
+        if "AuthenticationError" in kinds:
+            return RedisUnavailable(
+                f"the sentinels of {where} refused the connection{said}: give their password "
+                "as ?sentinel_password= (it may differ from the master's)"
+            )
+        return RedisUnavailable(
+            f"no sentinel of {where} names a master of that name that is up{said}: check the "
+            "sentinel hosts and the master name; during a failover, retry shortly",
+            transient=True,
+        )
     if isinstance(error, redis.AuthenticationError | AuthenticationWrongNumberOfArgsError):
         if any(m in text for m in _NO_PASSWORD):
             return RedisUnavailable(
@@ -155,6 +175,13 @@ class PredictqRedis(redis.Redis):
     """A redis-py client whose connection, auth, URL and protocol errors are RedisUnavailable."""
 
     where = "redis"
+    # The sentinels a Sentinel URL's client asks for the master, closed with it.
+    sentinels: Sentinel | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.sentinels is not None:
+            self.sentinels.close()
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         try:
@@ -184,13 +211,54 @@ def connect(url: str, **options: Any) -> redis.Redis:
     where = redact(url)
     settings = {"decode_responses": True, "health_check_interval": 30,
                 "socket_connect_timeout": _CONNECT_TIMEOUT, **options}  # fmt: skip
+    if sentinel.is_sentinel(url):
+        return _connect_sentinel(url, where, settings)
     try:
         client = cast(PredictqRedis, PredictqRedis.from_url(url, **settings))
     except ValueError as e:
         # The parser names the scheme, port or option that is wrong, never the credentials.
         raise RedisUnavailable(
             f"{where} is not a Redis URL ({e}): use redis://[:PASSWORD@]HOST:PORT/DB, "
-            "rediss:// for TLS, or unix://PATH"
+            "rediss:// for TLS, unix://PATH, or "
+            f"{sentinel.SYNTAX} for Sentinel"
         ) from e
     client.where = where
     return client
+
+
+def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.Redis:
+    """A client of the master that the sentinels of ``url`` name, following failovers.
+
+    redis-py's Sentinel pool asks the sentinels for the master before each new connection, and
+    drops a connection whose server turned replica (READONLY) with a ConnectionError, which
+    the callers' retry loops already handle; the next connection goes to the new master.
+    """
+    parsed = sentinel.parse(url)
+    timeouts = {k: v for k, v in settings.items() if k.startswith("socket_")}
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        parsed.sentinels, sentinel_kwargs={**timeouts, **parsed.sentinel_kwargs()}
+    )
+    client = cast(
+        PredictqRedis,
+        manager.master_for(  # type: ignore[no-untyped-call]
+            parsed.master, redis_class=PredictqRedis, **{**settings, **parsed.master_kwargs()}
+        ),
+    )
+    client.where = where
+    client.sentinels = manager
+    return client
+
+
+def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio redis-py client for ``url`` (a Sentinel URL too), for the HTTP gateway."""
+    if not sentinel.is_sentinel(url):
+        return redis.asyncio.Redis.from_url(url, **options)
+    parsed = sentinel.parse(url)
+    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        parsed.sentinels, sentinel_kwargs={**timeouts, **parsed.sentinel_kwargs()}
+    )
+    return cast(
+        redis.asyncio.Redis,
+        manager.master_for(parsed.master, **{**options, **parsed.master_kwargs()}),
+    )
