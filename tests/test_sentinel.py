@@ -1,0 +1,171 @@
+"""Redis Sentinel: the URL syntax, and a failover under load (a primary SIGKILLed mid-run).
+
+The failover tests start their own primary, replica and three sentinels from Debian's Redis
+(``tests/sentinel_group.py``), so they run once (Makefile ``SERVER_INDEPENDENT``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sklearn.linear_model import LogisticRegression
+
+from producer import Client
+from registry import PredictqError, RedisUnavailable, Registry, Settings
+from registry.connection import connect, redact
+from registry.sentinel import kombu_broker, parse
+from tests.conftest import ApiServer, Worker, report, wait_for
+from tests.sentinel_group import SentinelGroup, available
+from worker.app import celery_config
+
+URL = "redis+sentinel://:pw@s1:26379,s2,[::1]:26380/mymaster/2?sentinel_password=spw"
+
+
+def test_a_sentinel_url_names_the_sentinels_master_db_and_both_passwords() -> None:
+    parsed = parse(URL)
+    assert parsed.sentinels == [("s1", 26379), ("s2", 26379), ("::1", 26380)]
+    assert (parsed.master, parsed.db, parsed.password) == ("mymaster", 2, "pw")
+    assert parsed.sentinel_kwargs() == {"password": "spw"}
+    assert "pw" not in redact(URL) and "spw" not in redact(URL)
+    assert redact(URL).startswith("redis+sentinel://s1:26379,s2,[::1]:26380/mymaster/2")
+    # Celery's broker goes through kombu's own sentinel transport, to the same master.
+    config = celery_config(URL, Settings(redis_url=None))
+    assert config["broker_url"].split(";")[0] == "sentinel://:pw@s1:26379/2"
+    assert config["broker_transport_options"]["master_name"] == "mymaster"
+    assert config["broker_transport_options"]["sentinel_kwargs"] == {"password": "spw"}
+    assert kombu_broker("rediss+sentinel://h/m")[2] is not None  # TLS to the master
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+sentinel://h1:26379,h2:26379", "no master name"),
+        ("redis+sentinel://h1:26379/", "no master name"),
+        ("redis+sentinel://:secret@/mymaster", "no sentinel hosts"),
+        ("redis+sentinel://h1:port/mymaster", "bad port"),
+        ("redis+sentinel://h1:99999/mymaster", "bad port"),
+        ("redis+sentinel://h1/mymaster/zero", "database must be a number"),
+        ("redis+sentinel://h1/mymaster?sentinel_pasword=x", "unknown option"),
+        ("redis+sentinel://h1/mymaster?ssl_ca_certs=/ca.pem", "need TLS"),
+    ],
+)
+def test_a_malformed_sentinel_url_is_one_line_saying_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(RedisUnavailable) as caught:
+        connect(url.replace("h1", ":secret@h1", 1))
+    message = caught.value.message
+    assert says in message and "redis+sentinel://[:PASSWORD@]HOST:26379" in message
+    assert "\n" not in message and "secret" not in message
+
+
+ROWS = [[0.1, -0.2, 0.3, 0.0, 1.0, -1.0]]
+
+
+class Load:
+    """One thread submitting without pause (lone jobs and small bulks), recording what was
+    acknowledged and when; a refusal is counted by its code, and the thread tries again."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.acked: list[tuple[str, float]] = []
+        self.refused: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            try:
+                if i % 4:
+                    ids = [self.client.submit("clf", ROWS)]
+                else:
+                    ids = self.client.submit_many("clf", [ROWS] * 10)
+            except PredictqError as e:
+                self.refused[e.code] = self.refused.get(e.code, 0) + 1
+                self._stop.wait(0.05)  # a back-off between attempts, not a synchronisation
+                continue
+            now = time.monotonic()
+            self.acked += [(job_id, now) for job_id in ids]
+
+    def since(self, t: float) -> list[str]:
+        return [job_id for job_id, at in list(self.acked) if at > t]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def _final_or_gone(r: redis.Redis, ids: list[str]) -> bool:
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(f"predictq:job:{job_id}", "status")
+    return all(s in (None, "succeeded", "failed", "cancelled") for s in pipe.execute())
+
+
+@pytest.mark.skipif(not available(), reason="needs /usr/bin/redis-server and redis-sentinel")
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("min_replicas", [1, 0])
+def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
+    min_replicas: int, tmp_path: Path, fitted: LogisticRegression
+) -> None:
+    group = SentinelGroup(tmp_path / "redis")
+    services: list[Worker | ApiServer] = []
+    load: Load | None = None
+    try:
+        env = {"PREDICTQ_REDIS_URL": group.url, "PREDICTQ_HOME": str(tmp_path / "home"),
+               "PREDICTQ_ARTIFACT_DIR": str(tmp_path / "artifacts")}  # fmt: skip
+        settings = Settings(redis_url=group.url, home=tmp_path / "home",
+                            artifact_dir=tmp_path / "artifacts", min_replicas=min_replicas,
+                            min_replicas_timeout=2.0)  # fmt: skip
+        Registry(settings=settings).register("clf", fitted, promote=True)
+        r = connect(group.url)
+        services.append(Worker(env, tmp_path / "worker.log", 1, r))
+        api = ApiServer(env, tmp_path / "api.log") if min_replicas else None
+        services += [api] if api else []
+        client = Client(settings=settings)
+        load = Load(client)
+        wait_for(lambda: len(load.acked) >= 200, 30, "submissions before the failover")
+
+        old = group.master_port()
+        assert old == group.ports[0]
+        killed_at = time.monotonic()
+        group.kill(old)
+        wait_for(lambda: group.master_port() not in (None, old), 30, "a new primary")
+        promoted = time.monotonic() - killed_at
+        # The old primary comes back empty; the sentinels make it a replica of the new one
+        # (with one replica in all, MIN_REPLICAS=1 acknowledges nothing until then).
+        group.start_node(old)
+        wait_for(lambda: len(load.since(killed_at)) >= 50, 30, "acknowledgements after it")
+        followed = min(at for _, at in load.acked if at > killed_at) - killed_at
+        load.stop()
+        if api is not None:  # the API's clients (sync and asyncio) follow it too
+            with api.http("svc") as http:
+                job = http.post("/v1/models/clf/jobs", json={"rows": ROWS}).json()
+                done = http.get(f"/v1/jobs/{job['id']}", params={"wait": 5}).json()
+            assert done["status"] == "succeeded", done
+
+        ids = [job_id for job_id, _ in load.acked]
+        wait_for(lambda: _final_or_gone(r, ids), 60, "every acknowledged job to end")
+        found = client.wait_many([j for j in ids if r.exists(f"predictq:job:{j}")], timeout=10)
+        after = set(load.since(killed_at))
+        counts = report(f"failover, PREDICTQ_MIN_REPLICAS={min_replicas}", ids, found, r)
+        print(f"new primary after {promoted:.1f}s, first acknowledgement after {followed:.1f}s; "
+              f"refused while failing over: {load.refused}")  # fmt: skip
+        assert followed < 30
+        assert all(s.proc.poll() is None for s in services), "a worker or the API died"
+        # Jobs submitted after the failover all ran: the worker follows the new primary.
+        assert all(res.status == "succeeded" for res in found if res.id in after)
+        assert counts["failed"] == 0
+        if min_replicas:
+            assert counts["lost"] == 0, "a job acknowledged by a replica was lost"
+    finally:
+        if load is not None:
+            load.stop()
+        for service in services:
+            service.stop()
+        group.stop()
