@@ -9,7 +9,9 @@ are. ``RedisUnavailable`` is a ``redis.ConnectionError``, so retry loops still s
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +35,10 @@ from .settings import Settings, get_settings
 # A URL's own ?socket_connect_timeout= wins.
 _CONNECT_TIMEOUT = 10.0
 _NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already")
+# How often a Sentinel URL's client asks the sentinels which server is the master (_Following).
+_FOLLOW_EVERY = 1.0
+# Sentinels answer at once or not at all: a short wait, unless the URL says otherwise.
+_SENTINEL_TIMEOUT = 2.0
 _SECRET_OPTIONS = {"password", "username", "sentinel_password", "sentinel_username"}
 _NO_HOST = ("Name or service not known", "nodename nor servname", "name resolution",
             "No address associated")  # fmt: skip
@@ -139,6 +145,7 @@ def _reraise(error: redis.RedisError, where: str) -> NoReturn:
 
 class _Pipeline(Pipeline):
     where = "redis"
+    following: _Following | None = None
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -147,6 +154,8 @@ class _Pipeline(Pipeline):
             _reraise(e, self.where)
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.following is not None:
+            self.following.check()
         try:
             return super().execute(raise_on_error)
         except redis.RedisError as e:
@@ -171,12 +180,52 @@ class _PubSub(PubSub):
             _reraise(e, self.where)
 
 
+class _Following:
+    """Asks the sentinels which server is the master at most every ``_FOLLOW_EVERY`` seconds.
+
+    redis-py asks only when it opens a connection, and drops one only when its server answers
+    READONLY. After a failover the old master may stay up, still a master, for seconds (until
+    the sentinels turn it into a replica), and a pooled connection would keep writing there,
+    writes that are lost when it resyncs. When the answer changes, redis-py's pool closes its
+    idle connections, and each busy one as it is handed back, so the next command goes to the
+    new master. The cost: one sentinel round trip per client per interval, not per command.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        # A failed check waits longer: sentinels that are away must not slow every command.
+        self.next = now + _FOLLOW_EVERY * 10
+        return True
+
+    def checked(self) -> None:
+        self.next = time.monotonic() + _FOLLOW_EVERY
+
+    def check(self) -> None:
+        if self.due():
+            with contextlib.suppress(redis.RedisError):
+                self.pool.get_master_address()
+                self.checked()
+
+    async def check_async(self) -> None:
+        if self.due():
+            with contextlib.suppress(redis.RedisError):
+                await self.pool.get_master_address()
+                self.checked()
+
+
 class PredictqRedis(redis.Redis):
     """A redis-py client whose connection, auth, URL and protocol errors are RedisUnavailable."""
 
     where = "redis"
     # The sentinels a Sentinel URL's client asks for the master, closed with it.
     sentinels: Sentinel | None = None
+    following: _Following | None = None
 
     def close(self) -> None:
         super().close()
@@ -184,6 +233,8 @@ class PredictqRedis(redis.Redis):
             self.sentinels.close()
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.following is not None:
+            self.following.check()
         try:
             return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except redis.RedisError as e:
@@ -192,6 +243,7 @@ class PredictqRedis(redis.Redis):
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.where = self.where
+        pipe.following = self.following
         return pipe
 
     def pubsub(self, **kwargs: Any) -> PubSub:
@@ -234,7 +286,9 @@ def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.R
     the callers' retry loops already handle; the next connection goes to the new master.
     """
     parsed = sentinel.parse(url)
-    timeouts = {k: v for k, v in settings.items() if k.startswith("socket_")}
+    timeouts = {k: min(v, _SENTINEL_TIMEOUT) for k, v in settings.items()
+                if k in ("socket_timeout", "socket_connect_timeout") and v}  # fmt: skip
+    timeouts.setdefault("socket_timeout", _SENTINEL_TIMEOUT)
     manager = Sentinel(  # type: ignore[no-untyped-call]
         parsed.sentinels, sentinel_kwargs={**timeouts, **parsed.sentinel_kwargs()}
     )
@@ -246,6 +300,7 @@ def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.R
     )
     client.where = where
     client.sentinels = manager
+    client.following = _Following(client.connection_pool)
     return client
 
 
@@ -254,11 +309,30 @@ def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
     if not sentinel.is_sentinel(url):
         return redis.asyncio.Redis.from_url(url, **options)
     parsed = sentinel.parse(url)
-    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    timeouts = {k: min(v, _SENTINEL_TIMEOUT) for k, v in options.items()
+                if k in ("socket_timeout", "socket_connect_timeout") and v}  # fmt: skip
+    timeouts = {"socket_timeout": _SENTINEL_TIMEOUT,
+                "socket_connect_timeout": _SENTINEL_TIMEOUT, **timeouts}  # fmt: skip
     manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         parsed.sentinels, sentinel_kwargs={**timeouts, **parsed.sentinel_kwargs()}
     )
-    return cast(
-        redis.asyncio.Redis,
-        manager.master_for(parsed.master, **{**options, **parsed.master_kwargs()}),
-    )
+    client = cast(
+        _FollowingAsyncRedis,
+        manager.master_for(
+            parsed.master, redis_class=_FollowingAsyncRedis,
+            **{**options, **parsed.master_kwargs()},
+        ),
+    )  # fmt: skip
+    client.following = _Following(client.connection_pool)
+    return client
+
+
+class _FollowingAsyncRedis(redis.asyncio.Redis):
+    """The asyncio client of a Sentinel URL: follows a new master as PredictqRedis does."""
+
+    following: _Following | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.following is not None:
+            await self.following.check_async()
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]

@@ -122,6 +122,20 @@ class SentinelGroup:
         best = max(set(said), key=said.count) if said else None
         return best if best is not None and said.count(best) >= 2 else None
 
+    def switchover(self) -> None:
+        """A failover the sentinels run with the primary still up (it turns replica)."""
+
+        def accepted() -> bool:
+            try:
+                with self._sentinel(self.sentinel_ports[0]) as s:
+                    return bool(s.execute_command("SENTINEL FAILOVER", MASTER))
+            except redis.ResponseError as e:  # NOGOODSLAVE until a sentinel knows the replica
+                if "NOGOODSLAVE" not in str(e):
+                    raise
+                return False
+
+        self.wait(accepted, 20, "the sentinels to accept a failover")
+
     def kill(self, port: int) -> None:
         proc = self.nodes.pop(port)
         proc.send_signal(signal.SIGKILL)

@@ -15,7 +15,7 @@ import redis
 from sklearn.linear_model import LogisticRegression
 
 from producer import Client
-from registry import PredictqError, RedisUnavailable, Registry, Settings
+from registry import NotReplicated, PredictqError, RedisUnavailable, Registry, Settings
 from registry.connection import connect, redact
 from registry.sentinel import kombu_broker, parse
 from tests.conftest import ApiServer, Worker, report, wait_for
@@ -107,12 +107,53 @@ def _final_or_gone(r: redis.Redis, ids: list[str]) -> bool:
     return all(s in (None, "succeeded", "failed", "cancelled") for s in pipe.execute())
 
 
+@pytest.mark.timeout(60)
+def test_a_submission_no_replica_confirms_fails_in_one_line_and_is_safe_to_resubmit(
+    settings: Settings, promoted: str, env: dict[str, str], tmp_path: Path, r: redis.Redis
+) -> None:
+    # The session's Redis has no replica: WAIT can only time out.
+    strict = settings.model_copy(update={"min_replicas": 1, "min_replicas_timeout": 0.2})
+    with Client(settings=strict) as client:
+        with pytest.raises(NotReplicated) as caught:
+            client.submit(promoted, ROWS, job_id="j1")
+        assert "only 0 of PREDICTQ_MIN_REPLICAS=1" in caught.value.message
+        assert "same job IDs" in caught.value.message and caught.value.job_ids == ["j1"]
+        assert r.hget("predictq:job:j1", "status") == "queued"  # it was enqueued all the same
+        with pytest.raises(NotReplicated) as bulk:
+            client.submit_many(promoted, [ROWS] * 3)
+        assert bulk.value.enqueued == 3 and "3 of 3 jobs were enqueued" in bulk.value.message
+    # Resubmitting an ID that exists enqueues nothing, so it confirms at once.
+    queued = r.llen(strict.queue)
+    with Client(settings=settings.model_copy(update={"min_replicas": 1})) as client:
+        assert client.submit(promoted, ROWS, job_id="j1") == "j1"
+    assert r.llen(strict.queue) == queued
+    # Over HTTP: 503 with Retry-After; a chosen ID stays readable, generated ones are taken back.
+    api = ApiServer({**env, "PREDICTQ_MIN_REPLICAS": "1", "PREDICTQ_MIN_REPLICAS_TIMEOUT": "0.2"},
+                    tmp_path / "api.log")  # fmt: skip
+    try:
+        with api.http("svc") as http:
+            chosen = http.post(f"/v1/models/{promoted}/jobs", json={"rows": ROWS, "job_id": "h1"})
+            assert chosen.status_code == 503 and chosen.headers["Retry-After"] == "1"
+            assert chosen.json()["code"] == "not_replicated"
+            assert http.get("/v1/jobs/h1").json()["status"] == "queued"
+            generated = http.post(f"/v1/models/{promoted}/jobs", json={"rows": ROWS})
+            assert generated.status_code == 503 and "cancelled" in generated.json()["message"]
+    finally:
+        api.stop()
+
+
+SCENARIOS = [("kill", 1), ("kill", 0), ("switchover", 1)]
+
+
 @pytest.mark.skipif(not available(), reason="needs /usr/bin/redis-server and redis-sentinel")
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("min_replicas", [1, 0])
+@pytest.mark.parametrize(("how", "min_replicas"), SCENARIOS)
 def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
-    min_replicas: int, tmp_path: Path, fitted: LogisticRegression
+    how: str, min_replicas: int, tmp_path: Path, fitted: LogisticRegression
 ) -> None:
+    """``kill``: SIGKILL the primary, then start it again (empty: it rejoins as a replica).
+    ``switchover``: SENTINEL FAILOVER, the old primary turning replica under its open
+    connections (their writes get READONLY, their blocking reads UNBLOCKED)."""
     group = SentinelGroup(tmp_path / "redis")
     services: list[Worker | ApiServer] = []
     load: Load | None = None
@@ -134,14 +175,20 @@ def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
         old = group.master_port()
         assert old == group.ports[0]
         killed_at = time.monotonic()
-        group.kill(old)
+        if how == "kill":
+            group.kill(old)
+        else:
+            group.switchover()
         wait_for(lambda: group.master_port() not in (None, old), 30, "a new primary")
-        promoted = time.monotonic() - killed_at
-        # The old primary comes back empty; the sentinels make it a replica of the new one
-        # (with one replica in all, MIN_REPLICAS=1 acknowledges nothing until then).
-        group.start_node(old)
-        wait_for(lambda: len(load.since(killed_at)) >= 50, 30, "acknowledgements after it")
-        followed = min(at for _, at in load.acked if at > killed_at) - killed_at
+        named_at = time.monotonic()  # the sentinels name the new primary from here on
+        promoted = named_at - killed_at
+        if how == "kill":
+            # The old primary comes back empty; the sentinels make it a replica of the new one
+            # (with one replica in all, MIN_REPLICAS=1 acknowledges nothing until then).
+            group.start_node(old)
+        wait_for(lambda: len(load.since(named_at)) >= 50, 30, "acknowledgements after it")
+        # From the kill to the first submission the new primary acknowledged.
+        followed = min(at for _, at in load.acked if at > named_at) - killed_at
         load.stop()
         if api is not None:  # the API's clients (sync and asyncio) follow it too
             with api.http("svc") as http:
@@ -152,10 +199,10 @@ def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
         ids = [job_id for job_id, _ in load.acked]
         wait_for(lambda: _final_or_gone(r, ids), 60, "every acknowledged job to end")
         found = client.wait_many([j for j in ids if r.exists(f"predictq:job:{j}")], timeout=10)
-        after = set(load.since(killed_at))
-        counts = report(f"failover, PREDICTQ_MIN_REPLICAS={min_replicas}", ids, found, r)
-        print(f"new primary after {promoted:.1f}s, first acknowledgement after {followed:.1f}s; "
-              f"refused while failing over: {load.refused}")  # fmt: skip
+        after = set(load.since(named_at))
+        counts = report(f"{how}, PREDICTQ_MIN_REPLICAS={min_replicas}", ids, found, r)
+        print(f"new primary named after {promoted:.1f}s, first acknowledgement by it "
+              f"{followed:.1f}s after the kill; refused meanwhile: {load.refused}")  # fmt: skip
         assert followed < 30
         assert all(s.proc.poll() is None for s in services), "a worker or the API died"
         # Jobs submitted after the failover all ran: the worker follows the new primary.
