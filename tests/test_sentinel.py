@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from sklearn.linear_model import LogisticRegression
 
 from producer import Client
 from registry import NotReplicated, PredictqError, RedisUnavailable, Registry, Settings
 from registry.connection import connect, redact
 from registry.sentinel import kombu_broker, parse
-from tests.conftest import ApiServer, Worker, report, wait_for
+from tests.conftest import REPO, ApiServer, Worker, report, wait_for
 from tests.sentinel_group import SentinelGroup, available
 from worker.app import celery_config
 
@@ -216,3 +217,22 @@ def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
         for service in services:
             service.stop()
         group.stop()
+
+
+def test_the_compose_override_points_every_predictq_service_at_the_sentinels() -> None:
+    override = yaml.safe_load((REPO / "deploy" / "compose" / "sentinel.yml").read_text())
+    services = override["services"]
+    base = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    ours = {name for name, s in base.items() if s.get("build") == "."}
+    sentinels = [name for name in services if name.startswith("sentinel-")]
+    assert len(sentinels) == 3
+    for name in [*sentinels, "redis-replica"]:
+        service = {**override["x-sentinel"], **services[name]}
+        assert service["restart"] == "unless-stopped" and "healthcheck" in service, name
+    monitor = " ".join(services["sentinel-1"]["command"])
+    for name in ours:
+        url = services[name]["environment"]["PREDICTQ_REDIS_URL"]
+        parsed = parse(url.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw"))
+        assert [h for h, _ in parsed.sentinels] == sentinels
+        assert f"sentinel monitor {parsed.master} redis 6379 2" in monitor
+        assert set(services[name]["depends_on"]) == set(sentinels)
