@@ -95,6 +95,18 @@ def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
         return RedisUnavailable(
             f"{at} refused the user or password in the URL ({text}): check them"
         )
+    if isinstance(error, redis.ReadOnlyError):
+        return RedisUnavailable(
+            f"{at} is a read-only replica (READONLY {text}): point the URL at the primary, or "
+            f"use a Sentinel URL ({sentinel.SYNTAX}) to follow failovers",
+            transient=True,  # a replica being promoted becomes writable
+        )
+    if isinstance(error, redis.ConnectionError) and "previous master is now a slave" in text:
+        return RedisUnavailable(
+            f"the primary of {where} turned replica (a failover): retry, and the next "
+            "connection goes to the new primary",
+            transient=True,
+        )
     if isinstance(error, NoPermissionError):
         return RedisUnavailable(
             f"the Redis user in the URL may not do what predictq needs at {where} ({text}): "

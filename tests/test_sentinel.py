@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from producer import Client
 from registry import NotReplicated, PredictqError, RedisUnavailable, Registry, Settings
-from registry.connection import connect, redact
+from registry.connection import connect, explain, redact
 from registry.sentinel import kombu_broker, parse
 from tests.conftest import REPO, ApiServer, Worker, report, wait_for
 from tests.sentinel_group import SentinelGroup, available
@@ -106,6 +106,14 @@ def _final_or_gone(r: redis.Redis, ids: list[str]) -> bool:
     for job_id in ids:
         pipe.hget(f"predictq:job:{job_id}", "status")
     return all(s in (None, "succeeded", "failed", "cancelled") for s in pipe.execute())
+
+
+def test_a_demoted_primary_or_a_replica_url_is_a_transient_one_line_error() -> None:
+    where = redact(URL)
+    demoted = explain(redis.ConnectionError("The previous master is now a slave"), where)
+    assert demoted is not None and demoted.transient and "turned replica" in demoted.message
+    replica = explain(redis.ReadOnlyError("You can't write against a read only replica."), where)
+    assert replica is not None and replica.transient and "read-only replica" in replica.message
 
 
 @pytest.mark.timeout(60)
