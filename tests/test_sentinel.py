@@ -213,9 +213,10 @@ def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
         counts = report(f"{how}, PREDICTQ_MIN_REPLICAS={min_replicas}", ids, found, r)
         final = {res.id for res in found if res.done}
         lost_at = [at - killed_at for job_id, at in load.acked if job_id not in final]
-        window = f" (lost ones acknowledged {min(lost_at):.1f}s to {max(lost_at):.1f}s after it)"
+        window = (f" (lost ones acknowledged {min(lost_at):.1f}s to {max(lost_at):.1f}s after it)"
+                  if lost_at else "")  # fmt: skip
         print(f"new primary named after {promoted:.1f}s, first acknowledgement by it "
-              f"{followed:.1f}s after the {how}{window if lost_at else ''}; "
+              f"{followed:.1f}s after the {how}{window}; "
               f"refused meanwhile: {load.refused}")  # fmt: skip
         assert followed < 30
         assert all(s.proc.poll() is None for s in services), "a worker or the API died"
