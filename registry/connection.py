@@ -141,10 +141,10 @@ def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
                 f"cannot find the host of {at} ({text}): check the host name",
                 transient="Temporary" in text,
             )
-        return RedisUnavailable(
-            f"cannot connect to {at} ({text}): start it, or fix the URL (PREDICTQ_REDIS_URL)",
-            transient=True,
-        )
+        fix = "start it, or fix the URL (PREDICTQ_REDIS_URL)"
+        if sentinel.is_sentinel(where):  # the sentinels named a primary that went away
+            fix = "a failover may be under way: retry shortly"
+        return RedisUnavailable(f"cannot connect to {at} ({text}): {fix}", transient=True)
     return None
 
 

@@ -112,6 +112,8 @@ def test_a_demoted_primary_or_a_replica_url_is_a_transient_one_line_error() -> N
     where = redact(URL)
     demoted = explain(redis.ConnectionError("The previous master is now a slave"), where)
     assert demoted is not None and demoted.transient and "turned replica" in demoted.message
+    gone = explain(redis.ConnectionError("Error 111 connecting to 10.0.0.1:6379."), where)
+    assert gone is not None and gone.transient and "failover may be under way" in gone.message
     replica = explain(redis.ReadOnlyError("You can't write against a read only replica."), where)
     assert replica is not None and replica.transient and "read-only replica" in replica.message
 
