@@ -297,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = time.perf_counter() - run.started
     report.add_ratios(results["rows"])
     results["notes"] = _notes(cfg, results)
+    if args.replicas:
+        results["notes"][0] = (
+            "notes: --replicas: a primary with one replica on this host (WAIT costs a loopback "
+            "round trip), one predictq worker; the same jobs with PREDICTQ_MIN_REPLICAS 0 and 1."
+        )
     print(report.render(results))
     print(f"\nwall time {results['wall_seconds']:.1f}s; figures saved to {args.out}")
     report.save(results, args.out)

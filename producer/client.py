@@ -92,7 +92,8 @@ def _new_ids(n: int) -> list[str]:
 class Client:
     """A producer: enqueues prediction jobs and reads their results.
 
-    ``url`` is a Redis URL (``redis://:password@host:6379/0``, ``rediss://...``); without it,
+    ``url`` is a Redis URL (``redis://:password@host:6379/0``, ``rediss://...``, or
+    ``redis+sentinel://host:26379,host2:26379/mymaster/0`` for Sentinel); without it,
     ``PREDICTQ_REDIS_URL`` or else the embedded local Redis is used.
     """
 
