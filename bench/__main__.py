@@ -21,7 +21,7 @@ import celery
 import numpy as np
 import sklearn
 
-from . import memory, report, scenarios
+from . import memory, replicas, report, scenarios
 from .clients import NAIVE, PREDICTQ
 from .config import Config
 from .models import BIG, LR, MIXED, PROMO, RF, Models, build, build_big
@@ -270,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N and models (< 1 minute)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to write")
+    parser.add_argument(
+        "--replicas",
+        action="store_true",
+        help="instead: the cost of PREDICTQ_MIN_REPLICAS 0 vs 1, with a replica attached",
+    )
     args = parser.parse_args(argv)
     cfg = Config.quick_run() if args.quick else Config.full()
     signal.signal(signal.SIGTERM, _terminate)
@@ -277,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="predictq-bench-") as tmp:
         run = Run(cfg, Path(tmp), reaper)
         try:
-            run.main()
+            if args.replicas:
+                run.results["rows"] += replicas.run(cfg, Path(tmp), reaper, run.log)
+            else:
+                run.main()
         except Exception as e:
             run.log(f"run aborted: {type(e).__name__}: {e}")
             traceback.print_exc()
@@ -289,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = time.perf_counter() - run.started
     report.add_ratios(results["rows"])
     results["notes"] = _notes(cfg, results)
+    if args.replicas:
+        results["notes"][0] = (
+            "notes: --replicas: a primary with one replica on this host (WAIT costs a loopback "
+            "round trip), one predictq worker; the same jobs with PREDICTQ_MIN_REPLICAS 0 and 1."
+        )
     print(report.render(results))
     print(f"\nwall time {results['wall_seconds']:.1f}s; figures saved to {args.out}")
     report.save(results, args.out)

@@ -20,13 +20,14 @@ from registry import (
     JobNotFound,
     JobTimeout,
     ModelVersion,
+    NotReplicated,
     RedisUnavailable,
     Registry,
     Settings,
     get_settings,
     keys,
 )
-from registry.connection import connect, resolve_url
+from registry.connection import connect, redact, resolve_url
 from registry.errors import PredictqError, error_for
 from registry.names import check_name
 from registry.validation import check_probabilities, validate_rows
@@ -74,6 +75,14 @@ def _error_of(result: JobResult) -> PredictqError:
                      model=result.model, version=result.version, job_id=result.id)  # fmt: skip
 
 
+class _Unreplicated(Exception):
+    """SUBMIT wrote its jobs, but WAIT saw only ``acked`` replicas confirm them."""
+
+    def __init__(self, acked: int) -> None:
+        super().__init__(acked)
+        self.acked = acked
+
+
 def _new_ids(n: int) -> list[str]:
     """``n`` random 128-bit job IDs in hex, like ``uuid4().hex``, at a fraction of its cost."""
     pool = os.urandom(16 * n).hex()
@@ -83,7 +92,8 @@ def _new_ids(n: int) -> list[str]:
 class Client:
     """A producer: enqueues prediction jobs and reads their results.
 
-    ``url`` is a Redis URL (``redis://:password@host:6379/0``, ``rediss://...``); without it,
+    ``url`` is a Redis URL (``redis://:password@host:6379/0``, ``rediss://...``, or
+    ``redis+sentinel://host:26379,host2:26379/mymaster/0`` for Sentinel); without it,
     ``PREDICTQ_REDIS_URL`` or else the embedded local Redis is used.
     """
 
@@ -265,6 +275,9 @@ class Client:
                     taken = self._enqueue(
                         shared, chunk, ids, rows_json, reply, job_ids is not None, admit
                     )
+                except _Unreplicated as e:
+                    written += [ids[i] for i in chunk]
+                    raise self._not_replicated(e.acked, written, ids) from None
                 except redis.ResponseError as e:
                     if not admission.is_oom(e):
                         raise
@@ -329,16 +342,58 @@ class Client:
             self.settings.max_queued, admit, len(messages), *messages,
             *per_job,
         ]  # fmt: skip
-        flags = self._submit(keys=[queue, keys.queued(queue)], args=argv)
+        flags = self._run_submit([queue, keys.queued(queue)], argv)
         if isinstance(flags, int):
             raise admission.queue_full(flags, admit, self.settings.max_queued)
         return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+
+    def _run_submit(self, script_keys: list[str], argv: list[Any]) -> Any:
+        """Run the SUBMIT script; with PREDICTQ_MIN_REPLICAS, WAIT for that many replicas in
+        the same round trip and connection (WAIT counts this connection's writes), raising
+        NotReplicated, after the jobs were written, when too few confirm in time."""
+        need = self.settings.min_replicas
+        if not need:
+            return self._submit(keys=script_keys, args=argv)
+        timeout_ms = max(1, round(self.settings.min_replicas_timeout * 1000))
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *argv)
+            pipe.wait(need, timeout_ms)
+            flags, acked = pipe.execute(raise_on_error=False)
+            if isinstance(flags, redis.exceptions.NoScriptError):
+                # A restarted or failed-over Redis forgot the script: nothing ran; load it.
+                self.redis.script_load(records.SUBMIT)
+                continue
+            if isinstance(flags, Exception):
+                raise flags
+            if isinstance(acked, Exception):
+                raise acked
+            # Any flag 0: an ID was taken and nothing was written, so nothing to confirm.
+            if not isinstance(flags, int) and all(flags) and int(acked) < need:
+                raise _Unreplicated(int(acked))
+            return flags
+        raise RedisUnavailable(f"Redis at {redact(self.url)} keeps forgetting scripts")
 
     def _batch(
         self, shared: dict[str, Any], group: list[int], ids: list[str], rows_json: list[bytes]
     ) -> str:
         return batch_message(
             shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue
+        )
+
+    def _not_replicated(self, acked: int, written: list[str], ids: list[str]) -> NotReplicated:
+        s = self.settings
+        enqueued = (
+            "the job was enqueued" if len(ids) == 1
+            else f"{len(written)} of {len(ids)} jobs were enqueued (the rest were not)"
+        )  # fmt: skip
+        return NotReplicated(
+            f"{enqueued}, but only {acked} of PREDICTQ_MIN_REPLICAS={s.min_replicas} "
+            f"replica(s) confirmed within {s.min_replicas_timeout:g}s (a replica down or "
+            "lagging?): it may still run, or be lost if the primary fails now; submit again "
+            "with the same job IDs (an ID that exists is not enqueued twice), or read its result",
+            job_ids=ids,
+            enqueued=len(written),
         )
 
     # -- reading ---------------------------------------------------------------------------

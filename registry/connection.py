@@ -9,17 +9,24 @@ are. ``RedisUnavailable`` is a ``redis.ConnectionError``, so retry loops still s
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
 from redis.client import Pipeline, PubSub
 from redis.exceptions import (
     AuthenticationWrongNumberOfArgsError,
     BusyLoadingError,
     NoPermissionError,
 )
+from redis.sentinel import MasterNotFoundError, Sentinel
 
+from . import sentinel
 from .embedded import ensure_embedded
 from .errors import RedisUnavailable
 from .settings import Settings, get_settings
@@ -28,6 +35,11 @@ from .settings import Settings, get_settings
 # A URL's own ?socket_connect_timeout= wins.
 _CONNECT_TIMEOUT = 10.0
 _NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already")
+# How often a Sentinel URL's client asks the sentinels which server is the master (_Following).
+_FOLLOW_EVERY = 1.0
+# Sentinels answer at once or not at all: a short wait, unless the URL says otherwise.
+_SENTINEL_TIMEOUT = 2.0
+_SECRET_OPTIONS = {"password", "username", "sentinel_password", "sentinel_username"}
 _NO_HOST = ("Name or service not known", "nodename nor servname", "name resolution",
             "No address associated")  # fmt: skip
 
@@ -50,7 +62,7 @@ def redact(url: str) -> str:
         return "(a malformed URL)"
     query = "&".join(
         q for q in parts.query.split("&")
-        if q and q.partition("=")[0].lower() not in {"password", "username"}
+        if q and q.partition("=")[0].lower() not in _SECRET_OPTIONS
     )  # fmt: skip
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
@@ -61,6 +73,20 @@ def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
     connection problem (a reply about the data: OOM, WRONGTYPE, a script's error)."""
     text = " ".join(str(error).split())
     at = f"Redis at {where}"
+    if isinstance(error, MasterNotFoundError):
+        # redis-py appends each sentinel's client repr and error kind: keep only the kinds.
+        kinds = re.findall(r"> - (?:\w+:)?(\w+)", text)
+        said = f" (the sentinels: {', '.join(kinds)})" if kinds else ""
+        if "AuthenticationError" in kinds:
+            return RedisUnavailable(
+                f"the sentinels of {where} refused the connection{said}: give their password "
+                "as ?sentinel_password= (it may differ from the master's)"
+            )
+        return RedisUnavailable(
+            f"no sentinel of {where} names a master of that name that is up{said}: check the "
+            "sentinel hosts and the master name; during a failover, retry shortly",
+            transient=True,
+        )
     if isinstance(error, redis.AuthenticationError | AuthenticationWrongNumberOfArgsError):
         if any(m in text for m in _NO_PASSWORD):
             return RedisUnavailable(
@@ -68,6 +94,18 @@ def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
             )
         return RedisUnavailable(
             f"{at} refused the user or password in the URL ({text}): check them"
+        )
+    if isinstance(error, redis.ReadOnlyError):
+        return RedisUnavailable(
+            f"{at} is a read-only replica (READONLY {text}): point the URL at the primary, or "
+            f"use a Sentinel URL ({sentinel.SYNTAX}) to follow failovers",
+            transient=True,  # a replica being promoted becomes writable
+        )
+    if isinstance(error, redis.ConnectionError) and "previous master is now a slave" in text:
+        return RedisUnavailable(
+            f"the primary of {where} turned replica (a failover): retry, and the next "
+            "connection goes to the new primary",
+            transient=True,
         )
     if isinstance(error, NoPermissionError):
         return RedisUnavailable(
@@ -103,10 +141,10 @@ def explain(error: redis.RedisError, where: str) -> RedisUnavailable | None:
                 f"cannot find the host of {at} ({text}): check the host name",
                 transient="Temporary" in text,
             )
-        return RedisUnavailable(
-            f"cannot connect to {at} ({text}): start it, or fix the URL (PREDICTQ_REDIS_URL)",
-            transient=True,
-        )
+        fix = "start it, or fix the URL (PREDICTQ_REDIS_URL)"
+        if sentinel.is_sentinel(where):  # the sentinels named a primary that went away
+            fix = "a failover may be under way: retry shortly"
+        return RedisUnavailable(f"cannot connect to {at} ({text}): {fix}", transient=True)
     return None
 
 
@@ -119,6 +157,7 @@ def _reraise(error: redis.RedisError, where: str) -> NoReturn:
 
 class _Pipeline(Pipeline):
     where = "redis"
+    following: _Following | None = None
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -127,6 +166,8 @@ class _Pipeline(Pipeline):
             _reraise(e, self.where)
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.following is not None:
+            self.following.check()
         try:
             return super().execute(raise_on_error)
         except redis.RedisError as e:
@@ -151,12 +192,61 @@ class _PubSub(PubSub):
             _reraise(e, self.where)
 
 
+class _Following:
+    """Asks the sentinels which server is the master at most every ``_FOLLOW_EVERY`` seconds.
+
+    redis-py asks only when it opens a connection, and drops one only when its server answers
+    READONLY. After a failover the old master may stay up, still a master, for seconds (until
+    the sentinels turn it into a replica), and a pooled connection would keep writing there,
+    writes that are lost when it resyncs. When the answer changes, redis-py's pool closes its
+    idle connections, and each busy one as it is handed back, so the next command goes to the
+    new master. The cost: one sentinel round trip per client per interval, not per command.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        # A failed check waits longer: sentinels that are away must not slow every command.
+        self.next = now + _FOLLOW_EVERY * 10
+        return True
+
+    def checked(self) -> None:
+        self.next = time.monotonic() + _FOLLOW_EVERY
+
+    def check(self) -> None:
+        if self.due():
+            with contextlib.suppress(redis.RedisError):
+                self.pool.get_master_address()
+                self.checked()
+
+    async def check_async(self) -> None:
+        if self.due():
+            with contextlib.suppress(redis.RedisError):
+                await self.pool.get_master_address()
+                self.checked()
+
+
 class PredictqRedis(redis.Redis):
     """A redis-py client whose connection, auth, URL and protocol errors are RedisUnavailable."""
 
     where = "redis"
+    # The sentinels a Sentinel URL's client asks for the master, closed with it.
+    sentinels: Sentinel | None = None
+    following: _Following | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.sentinels is not None:
+            self.sentinels.close()
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.following is not None:
+            self.following.check()
         try:
             return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except redis.RedisError as e:
@@ -165,6 +255,7 @@ class PredictqRedis(redis.Redis):
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         pipe = _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.where = self.where
+        pipe.following = self.following
         return pipe
 
     def pubsub(self, **kwargs: Any) -> PubSub:
@@ -184,13 +275,76 @@ def connect(url: str, **options: Any) -> redis.Redis:
     where = redact(url)
     settings = {"decode_responses": True, "health_check_interval": 30,
                 "socket_connect_timeout": _CONNECT_TIMEOUT, **options}  # fmt: skip
+    if sentinel.is_sentinel(url):
+        return _connect_sentinel(url, where, settings)
     try:
         client = cast(PredictqRedis, PredictqRedis.from_url(url, **settings))
     except ValueError as e:
         # The parser names the scheme, port or option that is wrong, never the credentials.
         raise RedisUnavailable(
             f"{where} is not a Redis URL ({e}): use redis://[:PASSWORD@]HOST:PORT/DB, "
-            "rediss:// for TLS, or unix://PATH"
+            "rediss:// for TLS, unix://PATH, or "
+            f"{sentinel.SYNTAX} for Sentinel"
         ) from e
     client.where = where
     return client
+
+
+def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.Redis:
+    """A client of the master that the sentinels of ``url`` name, following failovers.
+
+    redis-py's Sentinel pool asks the sentinels for the master before each new connection, and
+    drops a connection whose server turned replica (READONLY) with a ConnectionError, which
+    the callers' retry loops already handle; the next connection goes to the new master.
+    """
+    parsed = sentinel.parse(url)
+    timeouts = {k: min(v, _SENTINEL_TIMEOUT) for k, v in settings.items()
+                if k in ("socket_timeout", "socket_connect_timeout") and v}  # fmt: skip
+    timeouts.setdefault("socket_timeout", _SENTINEL_TIMEOUT)
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        parsed.sentinels, sentinel_kwargs={**timeouts, **parsed.sentinel_kwargs()}
+    )
+    client = cast(
+        PredictqRedis,
+        manager.master_for(  # type: ignore[no-untyped-call]
+            parsed.master, redis_class=PredictqRedis, **{**settings, **parsed.master_kwargs()}
+        ),
+    )
+    client.where = where
+    client.sentinels = manager
+    client.following = _Following(client.connection_pool)
+    return client
+
+
+def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio redis-py client for ``url`` (a Sentinel URL too), for the HTTP gateway."""
+    if not sentinel.is_sentinel(url):
+        return redis.asyncio.Redis.from_url(url, **options)
+    parsed = sentinel.parse(url)
+    timeouts = {k: min(v, _SENTINEL_TIMEOUT) for k, v in options.items()
+                if k in ("socket_timeout", "socket_connect_timeout") and v}  # fmt: skip
+    timeouts = {"socket_timeout": _SENTINEL_TIMEOUT,
+                "socket_connect_timeout": _SENTINEL_TIMEOUT, **timeouts}  # fmt: skip
+    manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        parsed.sentinels, sentinel_kwargs={**timeouts, **parsed.sentinel_kwargs()}
+    )
+    client = cast(
+        _FollowingAsyncRedis,
+        manager.master_for(
+            parsed.master, redis_class=_FollowingAsyncRedis,
+            **{**options, **parsed.master_kwargs()},
+        ),
+    )  # fmt: skip
+    client.following = _Following(client.connection_pool)
+    return client
+
+
+class _FollowingAsyncRedis(redis.asyncio.Redis):
+    """The asyncio client of a Sentinel URL: follows a new master as PredictqRedis does."""
+
+    following: _Following | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.following is not None:
+            await self.following.check_async()
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]

@@ -158,6 +158,26 @@ class Overloaded(PredictqError):
         self.retry_after = retry_after  # seconds worth waiting before a retry
 
 
+class NotReplicated(PredictqError):
+    """Raised when a submission was enqueued on the primary but fewer replicas than
+    PREDICTQ_MIN_REPLICAS confirmed it in time: a failover now could lose it.
+
+    ``job_ids`` are the submission's IDs, so that it can be resubmitted with them: a job ID
+    that exists is never enqueued twice. A submission stops at its first unconfirmed chunk.
+    """
+
+    code = "not_replicated"
+    http_status = 503
+
+    def __init__(
+        self, message: str, *, job_ids: list[str] | None = None, enqueued: int = 0
+    ) -> None:
+        super().__init__(message, job_id=job_ids[0] if job_ids else None)
+        self.job_ids = job_ids or []
+        self.enqueued = enqueued  # how many of job_ids went in (the first ones, for new IDs)
+        self.retry_after = 1
+
+
 class InvalidSettings(PredictqError):
     """Raised when settings are missing, malformed or unsafe (for example, no API keys)."""
 
@@ -230,6 +250,7 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         WorkerLost,
         RedisUnavailable,
         Overloaded,
+        NotReplicated,
         InvalidSettings,
         JobNotCancellable,
         JobIdTaken,

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
 
     redis_url: SecretStr | None = Field(
         None,
-        description="Redis URL (redis:// or rediss://, may hold a password). "
+        description="Redis URL (redis:// or rediss://, may hold a password; "
+        "redis+sentinel://HOST:26379,HOST:26379/MASTER/DB for Sentinel, see the README). "
         "Unset: use the local embedded Redis, starting it when none answers.",
     )
     home: Path = Field(
@@ -53,6 +54,18 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a job record lives after submission, counted again from when the "
         "job ends, so that a result outlives a long wait in the queue.",
+    )
+    min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must have a submission before it is acknowledged (Redis "
+        "WAIT), so that an acknowledged job survives a failover. 0: do not wait.",
+    )
+    min_replicas_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds a submission waits for PREDICTQ_MIN_REPLICAS replicas before it "
+        "fails with 'not_replicated' (the jobs stay enqueued).",
     )
     max_rows: int = Field(10_000, gt=0, description="Most input rows one job may carry.")
     max_job_bytes: int = Field(

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery
 
-from registry import Settings
+from registry import Settings, sentinel
 
 celery_app = Celery("predictq")
 
@@ -44,6 +44,14 @@ def celery_config(broker_url: str, settings: Settings) -> dict[str, Any]:
     }
     if broker_url.startswith("rediss://") and "ssl_cert_reqs" not in broker_url:
         config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if sentinel.is_sentinel(broker_url):
+        # kombu spells Sentinel its own way: one sentinel:// URL per sentinel, the master's
+        # name and the sentinels' credentials in the transport options.
+        url, options, use_ssl = sentinel.kombu_broker(broker_url)
+        config["broker_url"] = url
+        config["broker_transport_options"].update(options)
+        if use_ssl is not None:
+            config["broker_use_ssl"] = use_ssl
     return config
 
 

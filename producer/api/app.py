@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from registry import Settings, get_settings
+from registry.connection import connect_async
 
 from ..client import Client
 from . import routes_health, routes_jobs, routes_models
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = Client(settings=settings)
-        aio = redis.asyncio.Redis.from_url(client.url, decode_responses=True)
+        aio = connect_async(client.url, decode_responses=True)
         svc = Services(
             settings=settings, keys=ring, client=client, registry=client.registry, aio=aio,
             owners=Owners(client.redis, aio), waiters=Waiters(aio),

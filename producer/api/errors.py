@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from registry import InvalidInput, Overloaded, PredictqError, RedisUnavailable
+from registry import InvalidInput, NotReplicated, Overloaded, PredictqError, RedisUnavailable
 
 from ..admission import is_oom, out_of_memory
 from .schemas import ErrorBody, FieldError
@@ -37,7 +37,7 @@ def error_response(
     body = ErrorBody(code=error.code, message=error.message, errors=errors)
     if error.http_status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="predictq"'}
-    if isinstance(error, Overloaded):
+    if isinstance(error, Overloaded | NotReplicated):
         headers = {**(headers or {}), "Retry-After": str(error.retry_after)}
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=error.http_status, headers=headers

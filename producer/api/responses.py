@@ -23,10 +23,13 @@ _WHY = {
 OVERLOADED = {
     "model": ErrorBody,
     "description": "Redis is unavailable, or overloaded: the queue is at PREDICTQ_MAX_QUEUED or "
-    "Redis memory past its high-water mark; nothing was enqueued.",
+    "Redis memory past its high-water mark; nothing was enqueued. Or not_replicated: fewer "
+    "replicas than PREDICTQ_MIN_REPLICAS confirmed the jobs in time; jobs with a job_id were "
+    "enqueued (resubmitting them is safe), jobs without one were cancelled.",
     "headers": {
         "Retry-After": {
-            "description": "Seconds to wait before submitting again (overloaded only).",
+            "description": "Seconds to wait before submitting again (overloaded and "
+            "not_replicated only).",
             "schema": {"type": "integer", "minimum": 0},
         }
     },

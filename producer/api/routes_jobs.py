@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound
+from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound, NotReplicated
 
 from ..admission import is_oom, out_of_memory
 from ..contract import JobResult
@@ -105,6 +105,17 @@ def _submit(
             model, jobs, version=target.version, alias=target.alias or DEFAULT_ALIAS,
             job_ids=chosen or None, probabilities=target.probabilities, ttl=target.ttl,
         )  # fmt: skip
+    except NotReplicated as e:
+        # The jobs were enqueued. Chosen IDs stay owned, so that resubmitting them (safe: an ID
+        # that exists is not enqueued twice) or reading them works; generated ones the caller
+        # never learns, so they are taken back rather than left to run unseen.
+        if chosen:
+            raise
+        svc.client.cancel_many(e.job_ids[: e.enqueued])
+        raise NotReplicated(
+            e.message.partition(": it may")[0] + ": the jobs were cancelled (any a worker had "
+            "already started runs to its end); submit again, with job_id set to make retries safe"
+        ) from e
     except BaseException:
         svc.owners.release(who.name, claimed)
         raise
