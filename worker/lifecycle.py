@@ -26,6 +26,7 @@ from . import ledger
 from .app import celery_app
 from .batching import configure_sklearn
 from .consumer import BatchConsumer, Throttled
+from .events import TaskEvents
 from .recovery import Sweeper
 from .runtime import Runtime
 
@@ -38,13 +39,15 @@ _HEARTBEAT_TTL = 10
 
 _state: dict[str, Any] = {
     "runtime": None, "url": None, "consumer": None, "listener": None, "sweeper": None,
-    "pool": None, "parent_pid": None, "generation": None,
+    "pool": None, "parent_pid": None, "generation": None, "task_events": False,
 }  # fmt: skip
 
 
-def install(url: str) -> None:
-    """Remember the broker URL for the runtime each process builds."""
+def install(url: str, *, task_events: bool = False) -> None:
+    """Remember the broker URL for the runtime each process builds, and whether batch
+    consumers send task events."""
     _state["url"] = url
+    _state["task_events"] = task_events
 
 
 def runtime() -> Runtime:
@@ -169,6 +172,8 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     elif _state["generation"] is not None:
         rt.cache.watch(_state["generation"])
     if get_settings().batching:
+        if _state["task_events"]:
+            rt.events = TaskEvents(celery_app, rt.worker.rpartition(":")[0])
         rt.start_watchdog()
         consumer = _state["consumer"] = BatchConsumer(rt, _state["generation"] if child else None)
         consumer.start()

@@ -1,0 +1,149 @@
+"""Flower shows predictq's jobs: `predictq flower` runs, and batch consumers send task events."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import yaml
+from celery import Celery
+
+from producer import TASK_NAME, Client
+from registry import PredictqError
+
+from .conftest import REPO, Service, free_port, wait_for
+
+# The login the Flower of these tests is started with, as docker-compose's FLOWER_BASIC_AUTH.
+LOGIN = ("ops", "s3cret")
+
+
+class FlowerServer(Service):
+    """A real ``predictq flower`` process, run with docker-compose's command on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][
+            "flower"
+        ]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = [str(self.port) if a == "5555" else str(a) for a in self.service["command"]]
+        assert argv[:2] == ["flower", "--port"]
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", *argv],
+                env={**os.environ, **env, "FLOWER_BASIC_AUTH": ":".join(LOGIN)},
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        try:
+            wait_for(lambda: self._answers() or self.proc.poll() is not None, 60, "Flower")
+        except BaseException:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            pytest.fail(f"predictq flower exited with {self.proc.returncode}:\n{self.output()}")
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def tasks(self, auth: tuple[str, str] | None = LOGIN) -> dict[str, Any]:
+        reply = httpx.get(f"{self.url}/api/tasks", timeout=10, auth=auth)
+        reply.raise_for_status()
+        tasks: dict[str, Any] = reply.json()
+        return tasks
+
+
+@pytest.fixture
+def flower(env: dict[str, str], tmp_path: Path, r: redis.Redis) -> Iterator[FlowerServer]:
+    before = r.pubsub_numpat()
+    server = FlowerServer(env, tmp_path / "flower.log")
+    # Events travel by pub/sub, which keeps no history: wait until Flower listens.
+    wait_for(lambda: r.pubsub_numpat() > before, 30, "Flower to subscribe to task events")
+    yield server
+    server.stop()
+
+
+def test_the_compose_flower_service_needs_a_login_and_passes_its_health_check(
+    flower: FlowerServer,
+) -> None:
+    env = flower.service["environment"]
+    assert env["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    check = [a.replace("5555", str(flower.port)) for a in flower.service["healthcheck"]["test"]]
+    assert check[:2] == ["CMD", "python"]
+    assert subprocess.run([sys.executable, *check[2:]], timeout=60).returncode == 0
+    with pytest.raises(httpx.HTTPStatusError, match="401"):
+        flower.tasks(auth=None)
+    assert flower.tasks() == {}
+
+
+@pytest.mark.timeout(120)
+def test_flower_lists_batch_consumer_jobs_with_their_state_and_runtime(
+    flower: FlowerServer,
+    start_worker: Callable[..., Any],
+    client: Client,
+    promoted: str,
+    redis_url: str,
+) -> None:
+    worker = start_worker(PREDICTQ_TASK_EVENTS="true")
+    good = client.submit_many(promoted, [[[0.1 * i] * 6] for i in range(5)])
+    stock = Celery(broker=redis_url)
+    # A row of the wrong width (fails at validation), and a message without rows (never runs).
+    bad = [
+        stock.send_task(TASK_NAME, kwargs=kwargs, queue="predictq").id
+        for kwargs in ({"model": promoted, "rows": [[1, 2]]}, {"model": promoted})
+    ]
+    assert all(res.status == "succeeded" for res in client.wait_many(good, timeout=30))
+    assert all(client.wait(job_id, timeout=30).status == "failed" for job_id in bad)
+
+    def listed() -> dict[str, Any] | None:
+        tasks = flower.tasks()
+        final = {"SUCCESS", "FAILURE"}
+        ready = all(tasks.get(i, {}).get("state") in final for i in good + bad)
+        return tasks if ready else None
+
+    wait_for(listed, 30, "Flower to list every job in a final state")
+    tasks = listed()
+    assert tasks is not None
+    for job_id in good:
+        task = tasks[job_id]
+        assert task["state"] == "SUCCESS"
+        assert task["name"] == TASK_NAME
+        assert task["worker"] == worker.name
+        assert isinstance(task["runtime"], float) and task["runtime"] >= 0
+        assert task["started"] is not None
+    wrong_width, no_rows = (tasks[i] for i in bad)
+    assert wrong_width["state"] == no_rows["state"] == "FAILURE"
+    assert wrong_width["exception"].startswith("invalid_input: row 0 has 2 values")
+    assert no_rows["exception"].startswith("invalid_input: malformed job: rows")
+    # A job whose message could not be read never started.
+    assert no_rows["started"] is None
+
+
+def test_error_messages_print_literally_not_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.cli import print_error
+
+    print_error(PredictqError("pip install 'predictq[flower]' and write name:key:scope"))
+
+    assert capsys.readouterr().err == (
+        "error (internal): pip install 'predictq[flower]' and write name:key:scope\n"
+    )
+
+
+def test_help_shows_install_hints_with_their_extra() -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    out = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "pip install 'predictq[api]'" in out.output
