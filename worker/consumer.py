@@ -108,6 +108,8 @@ class BatchConsumer(threading.Thread):
         forgot an archived or deleted one, which this process may hold)."""
         if self._recycled():
             log.info("pool process exiting to be forked again from the node's main process")
+            if self.runtime.events is not None:
+                self.runtime.events.drain()  # the task events of the batch just finished
             logging.shutdown()
             os._exit(0)
 

@@ -185,6 +185,8 @@ def _stop_consumer(**_: Any) -> None:
     consumer: BatchConsumer | None = _state["consumer"]
     if consumer is not None:
         consumer.stop()
+        if consumer.runtime.events is not None:
+            consumer.runtime.events.drain()
 
 
 class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
