@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
 import yaml
 from celery import Celery
 
 from producer import TASK_NAME, Client
-from registry import PredictqError
+from registry import PredictqError, Registry
 
 from .conftest import REPO, Service, free_port, wait_for
+from .poison import SlowClassifier
 
 # The login the Flower of these tests is started with, as docker-compose's FLOWER_BASIC_AUTH.
 LOGIN = ("ops", "s3cret")
@@ -91,10 +93,13 @@ def test_flower_lists_batch_consumer_jobs_with_their_state_and_runtime(
     flower: FlowerServer,
     start_worker: Callable[..., Any],
     client: Client,
+    registry: Registry,
     promoted: str,
     redis_url: str,
 ) -> None:
-    worker = start_worker(PREDICTQ_TASK_EVENTS="true")
+    registry.register("slow", SlowClassifier().fit(np.zeros((2, 3)), np.array([0, 1])),
+                      promote=True)  # fmt: skip
+    worker = start_worker(PREDICTQ_TASK_EVENTS="true", PREDICTQ_TIME_LIMIT="2")
     good = client.submit_many(promoted, [[[0.1 * i] * 6] for i in range(5)])
     stock = Celery(broker=redis_url)
     # A row of the wrong width (fails at validation), and a message without rows (never runs).
@@ -102,13 +107,15 @@ def test_flower_lists_batch_consumer_jobs_with_their_state_and_runtime(
         stock.send_task(TASK_NAME, kwargs=kwargs, queue="predictq").id
         for kwargs in ({"model": promoted, "rows": [[1, 2]]}, {"model": promoted})
     ]
+    # Stopped at the time limit: the sweeper, not the batch consumer, fails it.
+    stuck = client.submit("slow", [[777.0, 0.0, 0.0]])
     assert all(res.status == "succeeded" for res in client.wait_many(good, timeout=30))
-    assert all(client.wait(job_id, timeout=30).status == "failed" for job_id in bad)
+    assert all(client.wait(job_id, timeout=60).status == "failed" for job_id in [*bad, stuck])
 
     def listed() -> dict[str, Any] | None:
         tasks = flower.tasks()
         final = {"SUCCESS", "FAILURE"}
-        ready = all(tasks.get(i, {}).get("state") in final for i in good + bad)
+        ready = all(tasks.get(i, {}).get("state") in final for i in [*good, *bad, stuck])
         return tasks if ready else None
 
     wait_for(listed, 30, "Flower to list every job in a final state")
@@ -127,6 +134,8 @@ def test_flower_lists_batch_consumer_jobs_with_their_state_and_runtime(
     assert no_rows["exception"].startswith("invalid_input: malformed job: rows")
     # A job whose message could not be read never started.
     assert no_rows["started"] is None
+    assert tasks[stuck]["state"] == "FAILURE"
+    assert tasks[stuck]["exception"].startswith("timeout: the job ran past the time limit of 2s")
 
 
 def test_error_messages_print_literally_not_as_markup(capsys: pytest.CaptureFixture[str]) -> None:

@@ -203,7 +203,11 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
         )
         rt = runtime()
         _start_listener(rt)
-        sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname, _pool_pids)
+        # Jobs the sweeper fails (a crash, a time limit) end in Flower too.
+        on = _state["task_events"] and get_settings().batching
+        events = TaskEvents(celery_app, hostname) if on else None
+        sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname, _pool_pids,
+                                              events)  # fmt: skip
         info: dict[str, Any] = {
             "hostname": hostname,
             "pid": os.getpid(),
