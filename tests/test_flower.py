@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,22 @@ def test_help_shows_install_hints_with_their_extra() -> None:
     out = CliRunner().invoke(app, ["--help"], terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "pip install 'predictq[api]'" in out.output
+
+
+def test_sending_task_events_never_blocks_a_consumer_when_the_broker_is_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from worker.batching import Job
+    from worker.events import TaskEvents
+
+    events = TaskEvents(Celery(broker=f"redis://127.0.0.1:{free_port()}/0"), "node@host")
+    job = Job("job-1", None, started_at=f"{time.time():.6f}")
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="worker.events"):
+        # More batches than the sender may hold back: the surplus is dropped, not waited on.
+        for _ in range(400):
+            events.started([job])
+            events.finished([job], time.time())
+            events.flush()
+        assert time.monotonic() - began < 5
+        wait_for(lambda: "dropped" in caplog.text, 30, "the drop to be logged")
