@@ -6,7 +6,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,38 @@ def test_flower_lists_batch_consumer_jobs_with_their_state_and_runtime(
     assert no_rows["started"] is None
     assert tasks[stuck]["state"] == "FAILURE"
     assert tasks[stuck]["exception"].startswith("timeout: the job ran past the time limit of 2s")
+
+
+@pytest.mark.timeout(120)
+def test_with_batching_off_each_job_gets_celerys_own_events_once(
+    start_worker: Callable[..., Any], client: Client, promoted: str, redis_url: str
+) -> None:
+    counts: Counter[str] = Counter()
+    app = Celery(broker=redis_url)
+    ready = threading.Event()
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(
+            connection, handlers={"*": lambda e: counts.update([(e["type"], e.get("uuid"))])}
+        )
+
+        def listen() -> None:
+            for _ in receiver.consume(limit=None, timeout=None, wakeup=False):
+                ready.set()
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        wait_for(ready.is_set, 30, "the event listener")
+        worker = start_worker(PREDICTQ_TASK_EVENTS="true", PREDICTQ_BATCHING="false")
+        ids = [client.submit(promoted, [[0.1] * 6]) for _ in range(3)]
+        assert all(res.status == "succeeded" for res in client.wait_many(ids, timeout=30))
+        wait_for(lambda: all(counts["task-succeeded", i] for i in ids), 30, "the events")
+        # A stopped worker has sent all it ever will (a pool process drains its events first).
+        worker.stop()
+        receiver.should_stop = True
+        thread.join(10)
+    for job_id in ids:
+        assert [counts[kind, job_id] for kind in ("task-received", "task-started",
+                                                  "task-succeeded")] == [1, 1, 1]  # fmt: skip
 
 
 def test_error_messages_print_literally_not_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
