@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--out PATH]``: predictq vs naive Celery vs in-process, one run."""
+"""``python -m bench [--quick] [--events] [--out PATH]``: predictq vs naive Celery vs in-process,
+one run; with ``--events``, only what task events cost (bulk single-row jobs, events off vs on)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import celery
 import numpy as np
 import sklearn
 
-from . import memory, replicas, report, scenarios
+from . import memory, replicas, report, scenarios, task_events
 from .clients import NAIVE, PREDICTQ
 from .config import Config
 from .models import BIG, LR, MIXED, PROMO, RF, Models, build, build_big
@@ -95,6 +96,26 @@ class Run:
                 code = self.reaper.stop(w.proc)
                 self.log(f"stopped {w.name} worker (exit code {code})")
         self.memory(pq)
+
+    def events(self) -> None:
+        """Scenario (f) alone: the bulk LogisticRegression scenario with task events off and on."""
+        cfg = self.cfg
+        self.log("fitting models")
+        models = build(cfg.data_rows, cfg.rf_trees, cfg.rf_fit_rows, self.tmp / "models")
+        pq = Predictq(self.reaper, RedisServer(self.reaper, self.tmp / "redis-predictq").url,
+                      self.tmp / "predictq")  # fmt: skip
+        pq.registry.register(LR, models.estimators[LR], promote=True)
+        rows = models.rows(cfg.bulk_jobs)
+        expected = scenarios.predict_all(models.estimators[LR], rows)
+        legs = self.step(
+            f"bulk {LR} predictq ({len(rows):,} jobs), task events off vs on, "
+            f"{cfg.event_rounds} round(s)",
+            task_events.measure, pq, LR, rows, expected, cfg.event_rounds, self.tmp,
+            cfg.job_timeout, self.log, cfg.worker_concurrency,
+        )  # fmt: skip
+        for figures in legs or []:
+            self.add(figures)
+        self.results["task_events"] = task_events.summary(self.results["rows"])
 
     def throughput(self, pq: Predictq, naive: Naive, models: Models) -> None:
         """Scenarios (a) to (d), on the two running workers."""
@@ -275,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: the cost of PREDICTQ_MIN_REPLICAS 0 vs 1, with a replica attached",
     )
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="instead: what task events cost: bulk single-row jobs, events off vs on",
+    )
     args = parser.parse_args(argv)
     cfg = Config.quick_run() if args.quick else Config.full()
     signal.signal(signal.SIGTERM, _terminate)
@@ -284,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.replicas:
                 run.results["rows"] += replicas.run(cfg, Path(tmp), reaper, run.log)
+            elif args.events:
+                run.events()
             else:
                 run.main()
         except Exception as e:
@@ -309,6 +337,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _notes(cfg: Config, results: dict[str, Any]) -> list[str]:
+    if "task_events" in results:
+        notes = [
+            f"notes: each leg starts a fresh worker with {cfg.worker_concurrency} processes on "
+            f"{results['meta']['cpus']} CPUs; an event listener (as Flower) runs in the bench "
+            "process, on the same CPUs.",
+        ]
+        if cfg.quick:
+            notes.append("quick run: small N and one round; figures are indicative only.")
+        return notes
     notes = [
         f"notes: bulk naive runs {cfg.naive_bulk_jobs:,} jobs (predictq {cfg.bulk_jobs:,}) and "
         "is reported as a rate; in-process is one predict() over all rows (best of 3); "

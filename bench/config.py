@@ -22,6 +22,7 @@ class Config:
     big_rows: int  # the large forest of the memory scenario
     big_trees: int
     jobs_per_pool_process: int  # memory is read after each pool process served this many
+    event_rounds: int  # --events: off/on pairs of the bulk scenario
     worker_concurrency: int = 2
     job_timeout: float = 600.0
 
@@ -43,6 +44,7 @@ class Config:
             big_rows=100_000,
             big_trees=64,
             jobs_per_pool_process=5,
+            event_rounds=3,
         )
 
     @classmethod
@@ -63,5 +65,6 @@ class Config:
             big_rows=20_000,
             big_trees=33,
             jobs_per_pool_process=3,
+            event_rounds=1,
             job_timeout=120.0,
         )

@@ -138,6 +138,12 @@ def render(results: dict[str, Any]) -> str:
         parts.append(promotion_text(results["promotion"]))
     if results.get("memory"):
         parts.append(memory_text(results["memory"]))
+    if results.get("task_events"):
+        e = results["task_events"]
+        parts.append(
+            f"task events (median of {e['rounds']} round(s)): off {e['off_jobs_per_s']:,.0f} "
+            f"jobs/s, on {e['on_jobs_per_s']:,.0f} jobs/s; on/off = {e['ratio_on_off']:.3f}"
+        )
     parts.extend(results.get("notes", []))
     for err in results.get("errors", []):
         parts.append(f"ERROR in {err['scenario']}: {err['error']}")

@@ -176,7 +176,9 @@ class Predictq:
         """What a client process needs to build its own Client."""
         return {"url": self.url, "home": str(self.home)}
 
-    def spawn_worker(self, concurrency: int, log: Path, models: str | None = None) -> Worker:
+    def spawn_worker(
+        self, concurrency: int, log: Path, models: str | None = None, task_events: bool = False
+    ) -> Worker:
         """Start a ``predictq worker -c N`` (named, so that its heartbeat key is known)."""
         name = f"bench-{uuid.uuid4().hex[:8]}@localhost"
         env = _clean_env(
@@ -186,6 +188,8 @@ class Predictq:
         )
         if models:
             env["PREDICTQ_MODELS"] = models
+        if task_events:
+            env["PREDICTQ_TASK_EVENTS"] = "true"
         args = [sys.executable, "-m", "worker", "worker", "-c", str(concurrency), "-n", name]
         return Worker(self.reaper.spawn(args, env=env, log=log), name, log, concurrency)
 
@@ -200,9 +204,14 @@ class Predictq:
         )
 
     def start_worker(
-        self, concurrency: int, log: Path, models: str | None = None, timeout: float = 120.0
+        self,
+        concurrency: int,
+        log: Path,
+        models: str | None = None,
+        timeout: float = 120.0,
+        task_events: bool = False,
     ) -> Worker:
-        worker = self.spawn_worker(concurrency, log, models)
+        worker = self.spawn_worker(concurrency, log, models, task_events)
         self.wait_ready(worker, timeout)
         return worker
 

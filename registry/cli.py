@@ -15,7 +15,7 @@ from .registry import DEFAULT_ALIAS, Registry
 from .schema import InputSchema
 
 app = typer.Typer(help="Register, promote, roll back and inspect model versions.",
-                  no_args_is_help=True)  # fmt: skip
+                  no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 console = Console()
 
 

@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         description="Seconds one batch may run; past it the process is stopped and its job "
         "fails with 'timeout' (jobs of a larger batch are retried one at a time first).",
     )
+    task_events: bool = Field(
+        False,
+        description="Workers send Celery task events for every job (what Flower shows), as "
+        "`predictq worker -E` does; batch consumers publish them once per batch.",
+    )
     max_attempts: int = Field(
         3, ge=1, description="Runs a job gets before a crash or stall fails it as worker_lost."
     )

@@ -23,15 +23,19 @@ from registry.embedded import stop_embedded
 from registry.liveness import ConsumerState, consumer_states
 from registry.servers import check_server_version
 
+# Help and usage errors print as plain text: Rich markup would eat `pip install 'predictq[api]'`
+# and turn `name:key:scope` into an emoji.
 app = typer.Typer(help="predictq: asynchronous predictions for scikit-learn models.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+                  no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # fmt: skip
 app.add_typer(registry_cli.app, name="models")
 app.command()(producer_cli.submit)
 app.command()(producer_cli.result)
-redis_app = typer.Typer(help="The embedded local Redis.", no_args_is_help=True)
+redis_app = typer.Typer(help="The embedded local Redis.", no_args_is_help=True,
+                        )  # fmt: skip
 app.add_typer(redis_app, name="redis")
 dead_app = typer.Typer(help="Dead letters: contained poison jobs and refused messages.",
-                       no_args_is_help=True)  # fmt: skip
+                       no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 app.add_typer(dead_app, name="dead")
 console = Console()
 err = Console(stderr=True)
@@ -90,6 +94,9 @@ def worker(
     pool: str = typer.Option("prefork", "--pool", "-P", help="Celery pool: prefork or solo."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
     hostname: str | None = typer.Option(None, "--hostname", "-n", help="Node name."),
+    task_events: bool = typer.Option(
+        False, "--task-events", "-E", help="Send task events, for Flower (PREDICTQ_TASK_EVENTS)."
+    ),
 ) -> None:
     """Start a Celery worker that serves prediction jobs."""
     from .app import configure
@@ -98,7 +105,8 @@ def worker(
     settings = get_settings()
     url = resolve_url(None, settings)
     _check_redis(url)
-    install(url)
+    events = task_events or settings.task_events
+    install(url, task_events=events)
     celery = configure(url, settings)
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
@@ -112,6 +120,9 @@ def worker(
         else f"{settings.queue}.celery",
         # Mingle and gossip only slow start-up: predictq coordinates through Redis keys.
         "--without-mingle", "--without-gossip",
+        # Celery's own consumer sends the events of the tasks it runs (PREDICTQ_BATCHING=false);
+        # batch consumers send theirs themselves (worker/events.py).
+        *(["--task-events"] if events else []),
     ])  # fmt: skip
 
 
@@ -153,7 +164,8 @@ def status() -> None:
     console.print("last 5 minutes: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
                                         or "no finished jobs"))  # fmt: skip
     for key, raw in sorted(r.hgetall(keys.LOAD_FAILURES).items()):
-        console.print(f"[red]load failure[/] {key!s}: {json.loads(raw)['message']}")
+        console.print(Text.assemble(("load failure", "red"),
+                                    f" {key!s}: {json.loads(raw)['message']}"))  # fmt: skip
 
 
 def _consumers(info: dict[str, Any], states: list[ConsumerState]) -> str:
@@ -169,9 +181,20 @@ def _consumers(info: dict[str, Any], states: list[ConsumerState]) -> str:
     return text
 
 
-@app.command()
-def flower(port: int = typer.Option(5555, "--port")) -> None:
-    """Run Flower, Celery's monitoring UI, against predictq's broker."""
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(
+    ctx: typer.Context,
+    port: int = typer.Option(5555, "--port", min=1, max=65535),
+    address: str = typer.Option(
+        "127.0.0.1", "--address", help="Address to listen on (0.0.0.0: every interface)."
+    ),
+) -> None:
+    """Run Flower, Celery's monitoring UI, against predictq's broker.
+
+    Workers started with -E (PREDICTQ_TASK_EVENTS) send it predictq's jobs. Other options go
+    to Flower as they are. Flower has no login by default: pass --basic-auth=user:password
+    (or set FLOWER_BASIC_AUTH) before exposing it beyond this host.
+    """
     try:
         import flower as _flower  # noqa: F401
     except ImportError as e:
@@ -179,7 +202,9 @@ def flower(port: int = typer.Option(5555, "--port")) -> None:
     from .app import configure
 
     settings = get_settings()
-    configure(resolve_url(None, settings), settings).start(["celery", "flower", f"--port={port}"])
+    celery = configure(resolve_url(None, settings), settings)
+    # Like worker_main, start() takes the subcommand first (Flower registers itself as one).
+    celery.start(["flower", f"--port={port}", f"--address={address}", *ctx.args])
 
 
 @app.command()
@@ -227,7 +252,7 @@ def dead_list(limit: int = typer.Option(20, "--limit", "-n", min=1)) -> None:
             str(entry.get("id") or "(no id)"), entry["error"]["code"],
             str(entry.get("attempts", "-")),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])),
-            entry["error"]["message"],
+            Text(entry["error"]["message"]),  # literally: a message may hold [brackets]
         )  # fmt: skip
     console.print(table)
 
@@ -251,11 +276,17 @@ def dead_retry(
         console.print("no matching dead letters")
 
 
+def print_error(error: PredictqError) -> None:
+    """An error as one line on stderr: its message printed literally, never as Rich markup."""
+    message = " ".join(error.message.split())
+    err.print(Text.assemble(("error", "red"), f" ({error.code}): {message}"),
+              soft_wrap=True, highlight=False, markup=False, emoji=False)  # fmt: skip
+
+
 def main() -> None:
     """Entry point: predictq errors print their message, not a traceback."""
     try:
         app()
     except PredictqError as e:
-        err.print(Text.assemble(("error", "red"), f" ({e.code}): {' '.join(e.message.split())}"),
-                  soft_wrap=True, highlight=False)  # fmt: skip
+        print_error(e)
         sys.exit(2 if e.code == "invalid_input" else 1)

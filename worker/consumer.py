@@ -108,6 +108,8 @@ class BatchConsumer(threading.Thread):
         forgot an archived or deleted one, which this process may hold)."""
         if self._recycled():
             log.info("pool process exiting to be forked again from the node's main process")
+            if self.runtime.events is not None:
+                self.runtime.events.drain()  # the task events of the batch just finished
             logging.shutdown()
             os._exit(0)
 
@@ -234,7 +236,8 @@ class BatchConsumer(threading.Thread):
         """The same batch keeps failing: hand it to recovery, which counts an attempt for each
         of its jobs and contains the ones that keep failing, rather than replay it forever."""
         try:
-            outcomes = surrender(self.runtime.redis, self.runtime.settings, self.runtime.worker)
+            outcomes = surrender(self.runtime.redis, self.runtime.settings, self.runtime.worker,
+                                 self.runtime.events)  # fmt: skip
             log.error("gave up on the batch in hand after %d failures: %s", _GIVE_UP_AFTER,
                       outcomes)  # fmt: skip
         except Exception:

@@ -26,6 +26,7 @@ from . import ledger
 from .app import celery_app
 from .batching import configure_sklearn
 from .consumer import BatchConsumer, Throttled
+from .events import TaskEvents
 from .recovery import Sweeper
 from .runtime import Runtime
 
@@ -38,13 +39,15 @@ _HEARTBEAT_TTL = 10
 
 _state: dict[str, Any] = {
     "runtime": None, "url": None, "consumer": None, "listener": None, "sweeper": None,
-    "pool": None, "parent_pid": None, "generation": None,
+    "pool": None, "parent_pid": None, "generation": None, "task_events": False,
 }  # fmt: skip
 
 
-def install(url: str) -> None:
-    """Remember the broker URL for the runtime each process builds."""
+def install(url: str, *, task_events: bool = False) -> None:
+    """Remember the broker URL for the runtime each process builds, and whether batch
+    consumers send task events."""
     _state["url"] = url
+    _state["task_events"] = task_events
 
 
 def runtime() -> Runtime:
@@ -169,6 +172,8 @@ def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     elif _state["generation"] is not None:
         rt.cache.watch(_state["generation"])
     if get_settings().batching:
+        if _state["task_events"]:
+            rt.events = TaskEvents(celery_app, rt.worker.rpartition(":")[0])
         rt.start_watchdog()
         consumer = _state["consumer"] = BatchConsumer(rt, _state["generation"] if child else None)
         consumer.start()
@@ -180,6 +185,8 @@ def _stop_consumer(**_: Any) -> None:
     consumer: BatchConsumer | None = _state["consumer"]
     if consumer is not None:
         consumer.stop()
+        if consumer.runtime.events is not None:
+            consumer.runtime.events.drain()
 
 
 class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -196,7 +203,11 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
         )
         rt = runtime()
         _start_listener(rt)
-        sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname, _pool_pids)
+        # Jobs the sweeper fails (a crash, a time limit) end in Flower too.
+        on = _state["task_events"] and get_settings().batching
+        events = TaskEvents(celery_app, hostname) if on else None
+        sweeper = _state["sweeper"] = Sweeper(rt.redis, get_settings(), hostname, _pool_pids,
+                                              events)  # fmt: skip
         info: dict[str, Any] = {
             "hostname": hostname,
             "pid": os.getpid(),

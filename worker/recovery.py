@@ -41,6 +41,7 @@ from producer.records import stats_key
 from registry import Settings, keys
 
 from . import ledger
+from .events import TaskEvents
 from .takeover import FAIL, Recovery
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,13 @@ class Sweeper(threading.Thread):
         settings: Settings,
         hostname: str,
         local_pids: Callable[[], list[int] | None] | None = None,
+        events: TaskEvents | None = None,
     ) -> None:
         super().__init__(name="predictq-sweeper", daemon=True)
         self.redis = client
         self.settings = settings
         self.hostname = hostname
-        self.recovery = Recovery(client, settings)
+        self.recovery = Recovery(client, settings, events)
         self._oldest = client.register_script(OLDEST)
         self._requeue_lost = client.register_script(REQUEUE_LOST)
         self._local_pids = local_pids

@@ -25,6 +25,7 @@ from registry.names import check_name
 
 from . import envelope, ledger
 from .batching import Job, run_batch
+from .events import TaskEvents
 from .model_cache import ModelCache
 from .watchdog import Watchdog
 
@@ -85,6 +86,8 @@ class Runtime:
         self.worker = f"{hostname or socket.gethostname()}:{os.getpid()}"
         self.cache = ModelCache(self.registry, self.worker, settings.model_cache_size)
         self.watchdog: Watchdog | None = None
+        # Celery task events of the batch consumer's jobs (None: off, and it costs nothing).
+        self.events: TaskEvents | None = None
         # The batch this process holds: its lease token, and how many messages of the claim
         # list are its own (FINISH takes off exactly those).
         self._token = ""
@@ -150,11 +153,15 @@ class Runtime:
             timeout: Any = block
             parked: Any = self.raw.blmove(self.settings.queue, self.landing, timeout, "RIGHT",
                                           "LEFT")  # fmt: skip
-            return None if parked is None else self._after_park(parked, limit)
-        token = _new_token() if fresh else self._token
-        args = self._claim_args(limit, fresh, isolate, token, held)
-        flat = self._claim(keys=self._claim_keys(), args=args)
-        return self._claimed(flat, fresh=fresh, token=token)
+            claim = None if parked is None else self._after_park(parked, limit)
+        else:
+            token = _new_token() if fresh else self._token
+            args = self._claim_args(limit, fresh, isolate, token, held)
+            flat = self._claim(keys=self._claim_keys(), args=args)
+            claim = self._claimed(flat, fresh=fresh, token=token)
+        if self.events is not None:
+            self.events.flush()
+        return claim
 
     def _claim_keys(self) -> list[str]:
         queue = self.settings.queue
@@ -175,6 +182,8 @@ class Runtime:
         raws = self._texts(flat[2:])
         self._hold(token, len(raws), fresh=fresh)
         started = self.start([job for raw in raws for job in self._parse(raw)])
+        if self.events is not None:
+            self.events.started(started)
         if not started and fresh:
             self.finish([])  # only duplicates or dead letters: clear them off the list
         return Claim(started, isolated=isolated, more=more)
@@ -218,6 +227,8 @@ class Runtime:
         started = self._started(first, [_text(v) for v in flat[2 + taken :]], argv[0])
         more = [job for raw in raws for job in self._parse(raw)]
         started += self.start(more)
+        if self.events is not None:
+            self.events.started(started)
         if not started:
             self.finish([])  # only duplicates or dead letters: clear them off the list
         # The isolation queue is looked at by the next, non-blocking claim: ``more`` says so.
@@ -405,9 +416,16 @@ class Runtime:
         written, claimed = pipe.execute()
         self._release()
         self._warn_duplicates(len(jobs), sum(written))
+        if self.events is not None:
+            self.events.finished(jobs, time.time())
         if block <= 0:
-            return self._claimed(claimed, fresh=True, token=token)
-        return None if claimed is None else self._after_park(claimed, limit)
+            claim = self._claimed(claimed, fresh=True, token=token)
+        else:
+            claim = None if claimed is None else self._after_park(claimed, limit)
+        if self.events is not None:
+            # One message for the batch just finished and the one just started.
+            self.events.flush()
+        return claim
 
     def finish(self, jobs: list[Job], landing: str | None = None, *, index: bool = False) -> int:
         """Write final records once each; returns how many were written.
@@ -419,6 +437,10 @@ class Runtime:
         written = int(sum(self._finish(keys=finish_keys, args=argv)))
         if landing is None:
             self._release()
+            # Only the batch consumer's own jobs: Celery's task path sends its own events.
+            if self.events is not None:
+                self.events.finished(jobs, time.time())
+                self.events.flush()
         self._warn_duplicates(len(jobs), written)
         return written
 

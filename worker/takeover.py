@@ -21,9 +21,11 @@ import redis
 
 from producer import records as rec
 from producer.records import stats_key
-from registry import InvalidInput, Settings, keys
+from registry import InvalidInput, JobTimeout, Settings, WorkerLost, keys
 
 from . import envelope, ledger
+from .batching import Job
+from .events import TaskEvents
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +210,13 @@ class Recovery:
     """Taking claim lists over and recovering their jobs: what the sweeper and a consumer that
     gives up on its own batch share."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(
+        self, client: redis.Redis, settings: Settings, events: TaskEvents | None = None
+    ) -> None:
+        """``events``: where the jobs it fails are told as failed tasks (task events on)."""
         self.redis = client
         self.settings = settings
+        self.events = events
         self._takeover = client.register_script(TAKEOVER)
         self._retake = client.register_script(RETAKE)
         self._recover = client.register_script(RECOVER)
@@ -285,10 +291,21 @@ class Recovery:
                   keys.queued(self.settings.queue), target or keys.RECOVERING, keys.RECOVERING],
             args=argv,
         )  # fmt: skip
-        return [str(r) for r in result]
+        outcomes = [str(r) for r in result]
+        if self.events is not None and "failed" in outcomes:
+            # Their task-started was sent when they were claimed: end them in Flower too.
+            error = JobTimeout(argv[9]) if reason == "timeout" else WorkerLost(argv[8])
+            failed = [Job(job_id, None, error=error)
+                      for (job_id, _, _), outcome in zip(jobs, outcomes, strict=False)
+                      if outcome == "failed"]  # fmt: skip
+            self.events.finished(failed, now)
+            self.events.flush()
+        return outcomes
 
 
-def surrender(client: redis.Redis, settings: Settings, worker: str) -> dict[str, int]:
+def surrender(
+    client: redis.Redis, settings: Settings, worker: str, events: TaskEvents | None = None
+) -> dict[str, int]:
     """Hand ``worker``'s own batch to recovery (called by its consumer, which gives up on it)."""
-    outcomes = Recovery(client, settings).take_over(worker, "dead") or []
+    outcomes = Recovery(client, settings, events).take_over(worker, "dead") or []
     return {o: outcomes.count(o) for o in set(outcomes)}
