@@ -90,8 +90,12 @@ def test_worker_and_api_metrics_and_status_follow_a_run_across_a_promotion(
         idle = status_json(penv)
         assert idle["queues"]["predictq"]["jobs"] == 41
         assert idle["running"] == 0 and idle["workers"] == []
-        assert idle["served"] == {"broken": {}, "clf": {"production": 1},
-                                  "other": {"production": 1}, "slow": {"production": 1}}  # fmt: skip
+        assert idle["served"] == {
+            "broken": {},
+            "clf": {"production": 1},
+            "other": {"production": 1},
+            "slow": {"production": 1},
+        }
         assert idle["recent"]["models"]["clf"]["cancelled"] == 5
 
         port = free_port()
