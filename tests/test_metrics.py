@@ -217,3 +217,10 @@ def test_bulk_observations_match_one_by_one_observations(tmp_path: Path) -> None
 
     assert samples(ours) == samples(theirs)
     assert bucket_counts([1.0, 1.5], BATCH_BUCKETS)[0][:3] == [1, 1, 0]
+
+
+def test_the_readme_lists_every_metric_of_the_contract_with_its_type() -> None:
+    text = (REPO / "README.md").read_text()
+    table = text.split("<!-- metrics-contract -->")[1].split("<!-- /metrics-contract -->")[0]
+    rows = [line.split("|")[1:3] for line in table.strip().splitlines()[2:]]
+    assert {name.strip().strip("`"): typ.strip() for name, typ in rows} == CONTRACT
