@@ -293,7 +293,8 @@ class Recovery:
             args=argv,
         )  # fmt: skip
         outcomes = [str(r) for r in result]
-        if metrics.enabled():
+        # An empty reply means another sweeper recovered the list first (and counted it).
+        if metrics.enabled() and len(outcomes) == len(jobs):
             self._count_failed([j for (j, _, _), o in zip(jobs, outcomes, strict=True)
                                 if o == "failed"])  # fmt: skip
         return outcomes
