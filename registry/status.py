@@ -84,6 +84,13 @@ class Snapshot(BaseModel):
     load_failures: list[LoadFailure] = Field(default_factory=list)
 
 
+def _replies(pipe: Any, empty: list[Any]) -> list[Any]:
+    """A pipeline's replies, with ``empty[i]`` in place of an error reply: a key of the wrong
+    type (a hand-made mistake) must not hide everything else."""
+    got = pipe.execute(raise_on_error=False)
+    return [e if isinstance(v, redis.ResponseError) else v for v, e in zip(got, empty, strict=True)]
+
+
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -109,7 +116,10 @@ def snapshot(
         pipe.hgetall(keys.LOAD_FAILURES)
         for m in range(minute - minutes + 1, minute + 1):
             pipe.hgetall(keys.stats(m))
-    got = pipe.execute()
+    empty: list[Any] = [0, 0, 0, {}, 0, [], set()]
+    if full:
+        empty += [{}] * (2 + minutes)
+    got = _replies(pipe, empty)
     indexed, messages, isolated, running, dead, nodes, models = got[:7]
     names = sorted(_text(n) for n in nodes)
     model_names: list[str] = sorted(_text(m) for m in models)
@@ -118,7 +128,8 @@ def snapshot(
         pipe.mget([keys.worker(n) for n in names])
     for name in model_names:
         pipe.hgetall(keys.model_aliases(name))
-    second = pipe.execute() if names or model_names else []
+    empty = ([[None] * len(names)] if names else []) + [{}] * len(model_names)
+    second = _replies(pipe, empty) if empty else []
     beats = second[0] if names else []
     alias_maps = second[1:] if names else second
     live: dict[str, dict[str, Any]] = {}

@@ -22,7 +22,7 @@ from registry.status import snapshot
 from worker.metrics import BATCH_BUCKETS, CONTRACT, QUEUE_BUCKETS, _Shard, bucket_counts
 
 from .conftest import REPO, ApiServer, free_port, wait_for
-from .poison import SlowClassifier
+from .poison import KillerClassifier, SlowClassifier
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 ROW = [0.5] * 6
@@ -100,7 +100,9 @@ def test_worker_and_api_metrics_and_status_follow_a_run_across_a_promotion(
 
         port = free_port()
         node = f"http://127.0.0.1:{port}"
-        worker = start_worker(concurrency=2, PREDICTQ_METRICS_PORT=str(port))
+        worker = start_worker(
+            concurrency=2, PREDICTQ_METRICS_PORT=str(port), PREDICTQ_MAX_ATTEMPTS="1"
+        )
         results = client.wait_many(clf_ids + other_ids + [bad_id], timeout=60)
         assert [res.status for res in results[:-1]] == ["succeeded"] * 40
         assert results[-1].error is not None and results[-1].error.code == "integrity_error"
@@ -186,6 +188,21 @@ def test_worker_and_api_metrics_and_status_follow_a_run_across_a_promotion(
         assert files, "the pool processes write no metric files"
         left = {p.name for p in files[0].parent.glob("*.db")}
         assert "counter_node.db" in left
+
+        # A job that kills its process is failed by the node's sweeper, which counts it.
+        registry.register("killer", KillerClassifier().fit(x, y))
+        killed = client.wait(client.submit("killer", [[666, *ROW[1:]]], version=1), timeout=60)
+        assert killed.error is not None and killed.error.code == "worker_lost"
+
+        def contained() -> bool:
+            s = scrape(node)
+            return (value(s, "predictq_jobs_total", model="killer", version="1",
+                          status="failed") == 1
+                    and value(s, "predictq_job_errors_total", model="killer",
+                              code="worker_lost") == 1)  # fmt: skip
+
+        wait_for(contained, 30, "the contained job to be counted")
+        assert snapshot(r, settings).running == 0
         assert not {f for f in left for pid in old if f.endswith(f"_{pid}.db")}, left
     finally:
         api.stop()

@@ -94,9 +94,13 @@ class _Shard:
     """One process's metric files, in prometheus_client's multiprocess format."""
 
     def __init__(self, directory: str, ident: str) -> None:
-        from prometheus_client.mmap_dict import MmapedDict
+        from prometheus_client.mmap_dict import MmapedDict, mmap_key
+        from prometheus_client.utils import floatToGoString
 
+        # Imported here, not per call: a scrape-free process pays for them once.
         self._dict: Any = MmapedDict
+        self._mmap_key: Any = mmap_key
+        self._le: Any = floatToGoString
         self.directory = directory
         self.ident = ident
         self.lock = threading.Lock()
@@ -118,15 +122,13 @@ class _Shard:
         f.write_value(key, value + amount, 0.0)
 
     def _key(self, name: str, sample: str, labels: tuple[str, ...]) -> str:
-        from prometheus_client.mmap_dict import mmap_key
-
         cached = self._keys.get((name, sample, labels))
         if cached is None:
             _typ, names, doc, _buckets = _DEFS[name]
             family = name.removesuffix("_total")
             if sample.endswith("_bucket"):
                 names = (*names, "le")
-            cached = self._keys[(name, sample, labels)] = mmap_key(
+            cached = self._keys[(name, sample, labels)] = self._mmap_key(
                 family, sample, list(names), list(labels), doc
             )
         return cached
@@ -137,15 +139,13 @@ class _Shard:
     def observe(self, name: str, labels: tuple[str, ...], counts: Sequence[int],
                 total: float) -> None:  # fmt: skip
         """Add ``counts[i]`` observations to bucket i (the last is +Inf), ``total`` to the sum."""
-        from prometheus_client.utils import floatToGoString
-
         buckets = (*_DEFS[name][3], float("inf"))
         first = (name, labels) not in self._seen
         self._seen.add((name, labels))
         for bound, n in zip(buckets, counts, strict=True):
             # Every bucket of a new series is written, zeros too: quantiles need them all.
             if n or first:
-                le = floatToGoString(bound)  # type: ignore[no-untyped-call]
+                le = self._le(bound)
                 key = self._key(name, f"{name}_bucket", (*labels, le))
                 self.add_raw("histogram", key, n)
         self.add_raw("histogram", self._key(name, f"{name}_sum", labels), total)
@@ -158,11 +158,15 @@ class _Shard:
 
 def bucket_counts(values: Iterable[float], bounds: Sequence[float]) -> tuple[list[int], float]:
     """Observations per bucket (the last is +Inf) and their sum, as a histogram counts them
-    (a value on a bound falls in that bound's bucket)."""
+    (a value on a bound falls in that bound's bucket); negative values count as 0 (clock skew
+    between a producer and a worker)."""
     counts = [0] * (len(bounds) + 1)
     total = 0.0
+    where = bisect.bisect_left
     for v in values:
-        counts[bisect.bisect_left(bounds, v)] += 1
+        if v < 0.0:
+            v = 0.0
+        counts[where(bounds, v)] += 1
         total += v
     return counts, total
 
@@ -247,22 +251,35 @@ def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) 
     ended: dict[tuple[str, str, str], int] = {}
     errors: dict[tuple[str, str], int] = {}
     waits: dict[str, list[float]] = {}
-    runs: dict[str, list[float]] = {}
+    runs: dict[tuple[str, float], int] = {}
+    label = state.model
+    # The jobs of a batch share their start time, and mostly their model: both are looked up
+    # once per change, not once per job.
+    stamp, started, last = "", 0.0, ""
+    waited: list[float] = []
     for job, wrote in zip(jobs, written, strict=True):
-        if not int(wrote):
+        if not wrote:
             continue
-        model = state.model(_model(job))
-        key = (model, _version(job), job.status)
+        r = job.request
+        if r is not None:
+            model, version = r.model, job.version if job.version is not None else r.version
+        else:
+            model, version = job.model, job.version
+        model = label(model)
+        key = (model, "" if version is None else str(version), job.status)
         ended[key] = ended.get(key, 0) + 1
         if job.error is not None:
             code = (model, job.error.code)
             errors[code] = errors.get(code, 0) + 1
         if job.started_at:
-            started = float(job.started_at)
+            if job.started_at != stamp:
+                stamp, started = job.started_at, float(job.started_at)
+            if model != last:
+                last, waited = model, waits.setdefault(model, [])
+            run = (model, started)
+            runs[run] = runs.get(run, 0) + 1
             if job.submitted_at:
-                # Producer's and worker's clocks: a small skew must not make a negative wait.
-                waits.setdefault(model, []).append(max(0.0, started - float(job.submitted_at)))
-            runs.setdefault(model, []).append(max(0.0, finished_at - started))
+                waited.append(started - float(job.submitted_at))
     shard = state.shard()
     with shard.lock:
         for labels, n in ended.items():
@@ -272,9 +289,14 @@ def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) 
         for model, values in waits.items():
             shard.observe("predictq_job_queue_seconds", (model,),
                           *bucket_counts(values, QUEUE_BUCKETS))  # fmt: skip
-        for model, values in runs.items():
-            shard.observe("predictq_job_run_seconds", (model,),
-                          *bucket_counts(values, RUN_BUCKETS))  # fmt: skip
+        per_model: dict[str, tuple[list[int], float]] = {}
+        for (model, at), n in runs.items():
+            counts, total = per_model.setdefault(model, ([0] * (len(RUN_BUCKETS) + 1), 0.0))
+            seconds = max(0.0, finished_at - at)
+            counts[bisect.bisect_left(RUN_BUCKETS, seconds)] += n
+            per_model[model] = (counts, total + seconds * n)
+        for model, (counts, total) in per_model.items():
+            shard.observe("predictq_job_run_seconds", (model,), counts, total)
 
 
 def jobs_cancelled(jobs: Sequence[Job]) -> None:
