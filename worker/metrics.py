@@ -181,17 +181,23 @@ class _State:
         self.node = _Shard(directory, "node")
         self._shard: _Shard | None = None
         self._shard_pid = 0
+        # Only pool processes take it (the main process has its shard already), so a fork
+        # never finds it held.
+        self._creating = threading.Lock()
         self._models: set[str] = set()
 
     def shard(self) -> _Shard:
         pid = os.getpid()
         if pid == self.node_pid:
             return self.node
-        if self._shard_pid != pid:
-            # Forked: this process writes files of its own, under a lock of its own.
-            self._shard, self._shard_pid = _Shard(self.directory, str(pid)), pid
-        assert self._shard is not None
-        return self._shard
+        shard = self._shard
+        if self._shard_pid != pid or shard is None:
+            with self._creating:  # the batch consumer and Celery's task thread may race here
+                if self._shard_pid != pid or self._shard is None:
+                    # Forked: this process writes files of its own, under a lock of its own.
+                    self._shard, self._shard_pid = _Shard(self.directory, str(pid)), pid
+                shard = self._shard
+        return shard
 
     def model(self, name: str) -> str:
         if name in self._models:
@@ -301,11 +307,15 @@ def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) 
 
 def jobs_cancelled(jobs: Sequence[Job]) -> None:
     """Count cancelled jobs, met (once each) when a worker takes their message."""
-    jobs_failed([(_model(j), _version(j), "") for j in jobs], status="cancelled")
+    _count([(_model(j), _version(j), "") for j in jobs], "cancelled")
 
 
-def jobs_failed(ended: Sequence[tuple[str, str, str]], status: str = "failed") -> None:
-    """Count jobs ended outside FINISH (recovery): (model, version, error code) each."""
+def jobs_failed(ended: Sequence[tuple[str, str, str]]) -> None:
+    """Count jobs that recovery failed: (model, version, error code) each."""
+    _count(ended, "failed")
+
+
+def _count(ended: Sequence[tuple[str, str, str]], status: str) -> None:
     state = _state
     if state is None or not ended:
         return
