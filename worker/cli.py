@@ -102,7 +102,7 @@ def worker(
     settings = get_settings()
     url = resolve_url(None, settings)
     _check_redis(url)
-    install(url, metrics_port or settings.metrics_port)
+    install(url, metrics_port=metrics_port or settings.metrics_port)
     celery = configure(url, settings)
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",

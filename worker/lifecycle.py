@@ -43,7 +43,7 @@ _state: dict[str, Any] = {
 }  # fmt: skip
 
 
-def install(url: str, metrics_port: int | None = None) -> None:
+def install(url: str, *, metrics_port: int | None = None) -> None:
     """Remember the broker URL for the runtime each process builds; with ``metrics_port``,
     record metrics (in this, the node's main process, before the pool forks) and serve them."""
     _state["url"] = url
