@@ -104,17 +104,20 @@ return out
 )
 
 # KEYS: stats, queued index. ARGV: now, stats ttl, job key prefix, wake-up channel prefix, reply
-# ttl, then job IDs. Cancels the queued ones and wakes their waiters; a started or ended job is
+# ttl, then job IDs. Cancels the queued ones, wakes their waiters and counts them in the minute's
+# stats (in all and per model); a started or ended job is
 # left alone (its message, still on the queue, is skipped by the worker). Returns each job's
 # status before (nil: no such job). It runs when Redis is past maxmemory (allow-oom): cancelling
 # frees memory, and undoes a submission that a later chunk's OOM refused.
 CANCEL = """#!lua flags=allow-oom
 local out = {}
 local cancelled = 0
+local per_model = {}
 for i = 6, #ARGV do
   local id = ARGV[i]
   local key = ARGV[3] .. id
-  local st = redis.call('HGET', key, 'status')
+  local rec = redis.call('HMGET', key, 'status', 'model')
+  local st = rec[1]
   out[i - 5] = st
   if st == 'queued' then
     redis.call('HSET', key, 'status', 'cancelled', 'finished_at', ARGV[1], 'payload', '')
@@ -126,10 +129,13 @@ for i = 6, #ARGV do
       redis.call('EXPIRE', reply, ARGV[5])
     end
     cancelled = cancelled + 1
+    local field = 'cancelled:' .. (rec[2] or '')
+    per_model[field] = (per_model[field] or 0) + 1
   end
 end
 if cancelled > 0 then
   redis.call('HINCRBY', KEYS[1], 'cancelled', cancelled)
+  for field, n in pairs(per_model) do redis.call('HINCRBY', KEYS[1], field, n) end
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 return out

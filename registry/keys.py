@@ -27,13 +27,18 @@
 - ``predictq:recovering``                     zset of those lists -> deadline to finish recovering
 - ``predictq:tries:{id}``                     deliveries of a job that has no record yet (expires)
 - ``predictq:consumers``                      hash worker process -> its batch consumer's state JSON
+- ``predictq:running``                        hash worker process -> jobs of the batch it holds
+                                              (START adds, FINISH and takeovers clear)
 - ``predictq:dead``                           dead letters: JSON entries (bounded)
 - ``predictq:queued:{queue}``                 zset job id -> when it was (re)queued (Redis time),
                                               until it starts
 - ``{queue}.isolate``                         jobs recovered from a crashed batch, run one at a time
 - ``predictq:worker:{name}``                  worker heartbeat JSON (expires)
+- ``predictq:nodes``                          zset node name -> time of its last heartbeat, so
+                                              that readers find the nodes without a SCAN
 - ``predictq:load_failures``                  hash "{model}:{version}:{worker}" -> error JSON
-- ``predictq:stats:{minute}``                 hash status -> count for that minute (expires)
+- ``predictq:stats:{minute}``                 hash status -> count for that minute, and
+                                              "{status}:{model}" -> count per model (expires)
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ DEAD = f"{PREFIX}:dead"
 LEASES = f"{PREFIX}:leases"
 RECOVERING = f"{PREFIX}:recovering"
 CONSUMERS = f"{PREFIX}:consumers"
+RUNNING = f"{PREFIX}:running"
+NODES = f"{PREFIX}:nodes"
 DEAD_LIMIT = 10_000
 WORKER_PATTERN = f"{PREFIX}:worker:*"
 

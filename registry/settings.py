@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         description="Comma-separated types skops artifacts may hold beyond skops's own safe "
         "defaults (e.g. mypkg.MyEstimator).",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port a worker node serves Prometheus /metrics on (all interfaces). "
+        "Unset: no metrics.",
+    )
     actor: str | None = Field(
         None, description="Name recorded as 'who' in the promotion history (default user@host)."
     )

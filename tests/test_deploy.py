@@ -24,6 +24,7 @@ from producer.api import create_app
 from producer.api.auth import parse_keys
 from registry import Settings, keys
 from registry.errors import InvalidSettings
+from worker.metrics import CONTRACT
 
 from .conftest import REPO
 
@@ -34,20 +35,8 @@ KEDA_SCHEMAS = REPO / "tests" / "schemas" / "keda"
 # The oldest Kubernetes release the manifests support: kubernetes-validate>=1.30 ships its schema.
 KUBERNETES_VERSION = "1.30.0"
 
-# the contract in worker/metrics.py
-METRICS = {
-    "predictq_jobs_total": "counter",
-    "predictq_job_errors_total": "counter",
-    "predictq_job_queue_seconds": "histogram",
-    "predictq_job_run_seconds": "histogram",
-    "predictq_batch_jobs": "histogram",
-    "predictq_queue_jobs": "gauge",
-    "predictq_running_jobs": "gauge",
-    "predictq_dead_letters": "gauge",
-    "predictq_workers": "gauge",
-    "predictq_served_version": "gauge",
-    "predictq_model_load_failures_total": "counter",
-}
+# The contract: what worker nodes and the API export (a README table is held to it too).
+METRICS = CONTRACT
 
 
 def _yaml(path: Path) -> Any:

@@ -18,6 +18,7 @@ from registry.schema import model_input, quiet_names
 from registry.signature import first_line
 from registry.validation import validate_rows
 
+from . import metrics
 from .model_cache import LoadedModel, ModelCache
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def run_batch(
             groups.setdefault((meta.name, meta.version), (loaded, []))[1].append(job)
     for loaded, members in groups.values():
         for chunk in _chunks(members, batch_rows):
+            metrics.predicted(loaded.meta.name, len(chunk))
             try:
                 with timing():
                     _predict(loaded, chunk)
@@ -207,6 +209,7 @@ def run_batch(
                     _fail_alone(chunk[0], loaded, e)
                     continue
                 for job in chunk:
+                    metrics.predicted(loaded.meta.name, 1)
                     try:
                         with timing():
                             _predict(loaded, [job])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
 import typer
@@ -20,7 +18,6 @@ from registry import PredictqError, RedisUnavailable, Registry, get_settings, ke
 from registry import cli as registry_cli
 from registry.connection import connect, resolve_url
 from registry.embedded import stop_embedded
-from registry.liveness import ConsumerState, consumer_states
 from registry.servers import check_server_version
 
 # Help and usage errors print as plain text: Rich markup would eat `pip install 'predictq[api]'`
@@ -97,6 +94,13 @@ def worker(
     task_events: bool = typer.Option(
         False, "--task-events", "-E", help="Send task events, for Flower (PREDICTQ_TASK_EVENTS)."
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="Serve Prometheus /metrics on this port (PREDICTQ_METRICS_PORT).",
+    ),
 ) -> None:
     """Start a Celery worker that serves prediction jobs."""
     from .app import configure
@@ -106,7 +110,7 @@ def worker(
     url = resolve_url(None, settings)
     _check_redis(url)
     events = task_events or settings.task_events
-    install(url, task_events=events)
+    install(url, task_events=events, metrics_port=metrics_port or settings.metrics_port)
     celery = configure(url, settings)
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
@@ -127,58 +131,46 @@ def worker(
 
 
 @app.command()
-def status() -> None:
-    """Queue depth, live workers, promoted versions, recent throughput and failures."""
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (see README)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw live until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between redraws."),
+    minutes: int = typer.Option(5, "--minutes", min=1, max=120, help="Throughput window."),
+) -> None:
+    """Queued and running jobs, workers, served versions, recent throughput and failures."""
+    from registry.status import snapshot
+
+    from .status_view import render
+
     settings = get_settings()
-    reg = Registry(settings=settings)
-    r = reg.redis
-    # A batch message carries many jobs: count jobs by the queued index, not the list length.
-    waiting = r.zcard(keys.queued(settings.queue))
-    console.print(f"queue [bold]{settings.queue}[/]: {waiting} job(s) queued, in "
-                  f"{r.llen(settings.queue)} message(s)")  # fmt: skip
-    workers = Table("worker", "pid", "concurrency", "consumers", "serving", "up", title="workers")
-    consumers = consumer_states(r.hgetall(keys.CONSUMERS), time.time(), settings.time_limit)
-    for key in sorted(r.scan_iter(match=keys.WORKER_PATTERN, count=500)):
-        raw = r.get(key)
-        if raw is None:
-            continue
-        info = json.loads(raw)
-        serving = ", ".join(f"{k}=v{v}" for k, v in sorted(info.get("serving", {}).items()))
-        workers.add_row(info["hostname"], str(info["pid"]), str(info.get("concurrency")),
-                        _consumers(info, consumers), serving or "-",
-                        f"{time.time() - info['started_at']:.0f}s")  # fmt: skip
-    console.print(workers)
-    models = Table("model", "aliases", title="promoted versions")
-    for name in reg.models():
-        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(reg.aliases(name).items()))
-        models.add_row(name, aliases or "-")
-    console.print(models)
-    minute = int(time.time() // 60)
-    pipe = r.pipeline(transaction=False)
-    for m in range(minute - 4, minute + 1):
-        pipe.hgetall(keys.stats(m))
-    totals: dict[str, int] = {}
-    for counts in pipe.execute():
-        for k, v in counts.items():
-            totals[k] = totals.get(k, 0) + int(v)
-    console.print("last 5 minutes: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
-                                        or "no finished jobs"))  # fmt: skip
-    for key, raw in sorted(r.hgetall(keys.LOAD_FAILURES).items()):
-        console.print(Text.assemble(("load failure", "red"),
-                                    f" {key!s}: {json.loads(raw)['message']}"))  # fmt: skip
+    r = Registry(settings=settings).redis
+    # Piped output is read by scripts and greps: never wrapped at 80 columns.
+    out = Console(width=None if sys.stdout.isatty() else 10_000)
+    try:
+        while True:
+            snap = snapshot(r, settings, minutes=minutes)
+            if as_json:  # with --watch, one object per line
+                print(snap.model_dump_json(), flush=True)
+            elif not watch:
+                out.print(render(snap, settings.queue))
+            else:
+                _watch(out, lambda: render(snapshot(r, settings, minutes=minutes),
+                                           settings.queue), interval)  # fmt: skip
+            if not watch:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
-def _consumers(info: dict[str, Any], states: list[ConsumerState]) -> str:
-    """What a node's batch consumers are doing, and how many the node had to replace."""
-    mine = [s for s in states if s.node == info["hostname"]]
-    counts = Counter(s.state for s in mine)
-    text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
-    failing = next((s.error for s in mine if s.state != "consuming" and s.error), None)
-    if failing:
-        text += f" ({failing})"
-    if info.get("replaced"):
-        text += f"; {info['replaced']} replaced"
-    return text
+def _watch(out: Console, draw: Any, interval: float) -> None:
+    """Redraw ``draw()`` in place every ``interval`` seconds until Ctrl-C."""
+    from rich.live import Live
+
+    with Live(draw(), console=out, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval)
+            live.update(draw(), refresh=True)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -160,19 +160,22 @@ return out
 """
 )
 
-# KEYS: in-flight zset, queued index. ARGV: now, worker, deadline, default ttl, job key prefix,
-# '1' to index the jobs in flight, then per job: id, and '' when the producer wrote its record at
-# submission, or else '1' and the record's fields: model, alias, pinned version or '',
+# KEYS: in-flight zset, queued index, running hash. ARGV: now, worker, deadline, default ttl, job
+# key prefix, '1' to index the jobs in flight, then per job: id, and '' when the producer wrote its
+# record at submission, or else '1' and the record's fields: model, alias, pinned version or '',
 # probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
 # stock Celery client, which has none yet), counts the attempt, indexes it in flight until
 # ``deadline`` when asked (a claim list's lease already covers the batch consumer's jobs) and
 # resolves its alias (once per alias per batch). A job this very process already runs (its claim
-# list was read again after an error) counts no new attempt. Returns 5 values per job: status
-# before ('new' if no record, 'expired' if its record expired while it was queued), attempts,
-# alias version, submitted_at, reply list.
+# list was read again after an error) counts no new attempt, and is not counted again in the running
+# hash, which holds per process how many jobs it started and has not finished. Returns 5 values per
+# job: status before ('new' if no record, 'expired' if its record expired while it was queued;
+# 'seen' for a cancelled job whose message was met before, so that metrics count each cancellation
+# once), attempts, alias version, submitted_at, reply list.
 _START_FN = f"""
-local function start(A, inflight_key, queued_key)
+local function start(A, inflight_key, queued_key, running_key)
   local out = {{}}
+  local newly = 0
   local inflight = {{}}
   local resolved = {{}}
   local started = {{}}
@@ -188,6 +191,7 @@ local function start(A, inflight_key, queued_key)
       'submitted_at', 'reply', 'worker')
     local st = rec[1]
     if {_FINAL} then
+      if st == 'cancelled' and redis.call('HSETNX', key, 'seen', '1') == 0 then st = 'seen' end
       out[#out + 1] = st; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
       out[#out + 1] = false
     elseif not st and not given then
@@ -203,7 +207,10 @@ local function start(A, inflight_key, queued_key)
         redis.call('EXPIRE', key, ttl)
       end
       local attempts = tonumber(rec[5]) or 0
-      if not (st == 'running' and rec[8] == A[2]) then attempts = attempts + 1 end
+      if not (st == 'running' and rec[8] == A[2]) then
+        attempts = attempts + 1
+        newly = newly + 1
+      end
       redis.call('HSET', key, 'status', 'running', 'started_at', A[1], 'worker', A[2],
         'attempts', attempts)
       inflight[#inflight + 1] = A[3]; inflight[#inflight + 1] = id
@@ -223,20 +230,21 @@ local function start(A, inflight_key, queued_key)
   end
   if A[6] == '1' then sliced('ZADD', inflight_key, inflight) end
   sliced('ZREM', queued_key, started)
+  if newly > 0 then redis.call('HINCRBY', running_key, A[2], newly) end
   return out
 end
 """
 
-START = ALLOW_OOM + rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2])\n"
+START = ALLOW_OOM + rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2], KEYS[3])\n"
 
 # KEYS: queue, this process's claim list, isolation queue, in-flight zset, queued index, busy key,
-# leases. ARGV: most jobs, jobs the parked message holds, the batch token, lease seconds, worker,
-# then START's ARGV for the jobs of the message a blocking
-# LMOVE just parked on the claim list. Starts those jobs and takes more messages onto the list (as
-# CLAIM does, without the isolation queue) in one round trip. Returns '1' if either queue has more,
-# the number n of messages taken, the n messages, then what START returns for the parked jobs. When
-# the claim list holds more than the parked message (left there by an error, or parked twice by a
-# retried command), it does nothing and returns 'stale': the caller then claims the whole list.
+# leases, running hash. ARGV: most jobs, jobs the parked message holds, the batch token, lease
+# seconds, worker, then START's ARGV for the jobs of the message a blocking LMOVE just parked on the
+# claim list. Starts those jobs and takes more messages onto the list (as CLAIM does, without the
+# isolation queue) in one round trip. Returns '1' if either queue has more, the number n of messages
+# taken, the n messages, then what START returns for the parked jobs. When the claim list holds more
+# than the parked message (left there by an error, or parked twice by a retried command), it does
+# nothing and returns 'stale': the caller then claims the whole list.
 CLAIM_START = (
     ALLOW_OOM
     + rec.SLICED
@@ -253,7 +261,7 @@ lease(KEYS[6], KEYS[7], ARGV[3], ARGV[4], ARGV[5])
 -- A loop, not unpack(): a message of thousands of jobs has more arguments than Lua's stack.
 local A = {}
 for i = 6, #ARGV do A[#A + 1] = ARGV[i] end
-local started = start(A, KEYS[4], KEYS[5])
+local started = start(A, KEYS[4], KEYS[5], KEYS[8])
 local out = {more, #taken}
 for _, raw in ipairs(taken) do out[#out + 1] = raw end
 for _, v in ipairs(started) do out[#out + 1] = v end
@@ -261,14 +269,17 @@ return out
 """
 )
 
-# KEYS: in-flight zset, stats, claim list, busy key, leases. ARGV: now, default ttl, reply ttl,
-# stats ttl, job key prefix, wake-up channel prefix, reply limit, '1' to leave the in-flight
-# index, wake-up list prefix, its ttl, the batch token ('' for none), how many messages the batch
-# holds, worker, then per job: id, status, version, predictions, probabilities, error, the
+# KEYS: in-flight zset, stats, claim list, busy key, leases, running hash. ARGV: now, default ttl,
+# reply ttl, stats ttl, job key prefix, wake-up channel prefix, reply limit, '1' to leave the
+# in-flight index, wake-up list prefix, its ttl, the batch token ('' for none), how many messages
+# the batch holds, worker, then per job: id, status, version, predictions, probabilities, error, the
 # result's JSON for its reply list (or ''). Writes each final record once (a job that is already
-# final keeps its result), wakes its waiters and leaves the in-flight index. Then, while the
-# process still holds the lease, it takes the batch's messages (the oldest, rightmost ones) off
-# the claim list and drops the lease. Returns 1/0 per job (0: a duplicate that wrote nothing).
+# final keeps its result), wakes its waiters, counts it in the minute's stats (in all and per model)
+# and leaves the in-flight index. Then, while the process still holds the lease, it takes the
+# batch's messages (the oldest, rightmost ones) off the claim list, drops the lease and its count in
+# the running hash (a process runs one batch at a time); without a batch token (Celery's task path)
+# it takes off that count the jobs it wrote that were running on it. Returns 1/0 per job (0: a
+# duplicate that wrote nothing).
 FINISH = (
     ALLOW_OOM
     + rec.SLICED
@@ -277,11 +288,12 @@ local out = {{}}
 local counts = {{}}
 local replies = {{}}
 local ids = {{}}
+local mine = 0
 for b = 14, #ARGV, 8 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
   ids[#ids + 1] = id
-  local rec = redis.call('HMGET', key, 'status', 'ttl', 'reply')
+  local rec = redis.call('HMGET', key, 'status', 'ttl', 'reply', 'model', 'worker')
   local st = rec[1]
   if {_FINAL} then
     out[#out + 1] = 0
@@ -309,6 +321,9 @@ for b = 14, #ARGV, 8 do
       list[#list + 1] = ARGV[b + 6] ~= '' and ARGV[b + 6] or id
     end
     counts[status] = (counts[status] or 0) + 1
+    local per_model = status .. ':' .. (rec[4] or '')
+    counts[per_model] = (counts[per_model] or 0) + 1
+    if st == 'running' and rec[5] == ARGV[13] then mine = mine + 1 end
     out[#out + 1] = 1
   end
 end
@@ -324,11 +339,16 @@ end
 for status, n in pairs(counts) do redis.call('HINCRBY', KEYS[2], status, n) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 if ARGV[8] == '1' then sliced('ZREM', KEYS[1], ids) end
-if ARGV[11] ~= '' and redis.call('GET', KEYS[4]) == ARGV[11] then
-  local n = tonumber(ARGV[12])
-  if n > 0 then redis.call('LTRIM', KEYS[3], 0, -(n + 1)) end
-  redis.call('DEL', KEYS[4])
-  redis.call('ZREM', KEYS[5], ARGV[13])
+if ARGV[11] ~= '' then
+  if redis.call('GET', KEYS[4]) == ARGV[11] then
+    local n = tonumber(ARGV[12])
+    if n > 0 then redis.call('LTRIM', KEYS[3], 0, -(n + 1)) end
+    redis.call('DEL', KEYS[4])
+    redis.call('ZREM', KEYS[5], ARGV[13])
+    redis.call('HDEL', KEYS[6], ARGV[13])
+  end
+elseif mine > 0 and redis.call('HINCRBY', KEYS[6], ARGV[13], -mine) <= 0 then
+  redis.call('HDEL', KEYS[6], ARGV[13])
 end
 return out
 """
@@ -349,6 +369,20 @@ return 1
 # KEYS: the key. ARGV: value, seconds. A SET that a full Redis still takes: heartbeats and
 # consumer reports are what keep live workers from being taken for dead while Redis drains.
 SET_EX = ALLOW_OOM + "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\nreturn 1\n"
+# KEYS: the node's heartbeat key, the nodes zset. ARGV: heartbeat JSON, seconds, node name. A
+# heartbeat, and the node's entry in the zset readers find nodes by (entries a node left more than
+# ten minutes ago are dropped, so the zset holds little more than the live nodes).
+HEARTBEAT = (
+    ALLOW_OOM
+    + COMMON
+    + """
+local t = now()
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], t, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', t - 600)
+return 1
+"""
+)
 # KEYS: the hash. ARGV: field, value. The same for a hash field.
 HSET = ALLOW_OOM + "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
 

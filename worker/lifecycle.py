@@ -22,7 +22,7 @@ from celery import bootsteps, signals
 
 from registry import get_settings, keys
 
-from . import ledger
+from . import ledger, metrics
 from .app import celery_app
 from .batching import configure_sklearn
 from .consumer import BatchConsumer, Throttled
@@ -40,14 +40,26 @@ _HEARTBEAT_TTL = 10
 _state: dict[str, Any] = {
     "runtime": None, "url": None, "consumer": None, "listener": None, "sweeper": None,
     "pool": None, "parent_pid": None, "generation": None, "task_events": False,
+    "metrics_server": None, "metrics_said": None,
 }  # fmt: skip
 
 
-def install(url: str, *, task_events: bool = False) -> None:
+def install(url: str, *, task_events: bool = False, metrics_port: int | None = None) -> None:
     """Remember the broker URL for the runtime each process builds, and whether batch
-    consumers send task events."""
+    consumers send task events; with ``metrics_port``, record metrics (in this, the node's
+    main process, before the pool forks) and serve them."""
     _state["url"] = url
     _state["task_events"] = task_events
+    if metrics_port:
+        from registry.connection import connect
+        from registry.gauges import ClusterCollector
+
+        path = metrics.enable()
+        scrapes = connect(url)  # the scrape thread's own client
+        _state["metrics_server"] = metrics.serve(
+            metrics_port, ClusterCollector(lambda: scrapes, get_settings())
+        )
+        _state["metrics_said"] = f"serving metrics on port {metrics_port} (files in {path})"
 
 
 def runtime() -> Runtime:
@@ -164,6 +176,8 @@ def _warn_on_eviction(rt: Runtime) -> None:
 def _start_in_pool_process(sender: Any = None, **_: Any) -> None:
     rt = runtime()
     rt.cache.after_fork()
+    if _state["metrics_server"] is not None and os.getpid() != _state["parent_pid"]:
+        metrics.after_fork(_state["metrics_server"])
     rt.rename(str(sender) if sender else "worker")
     configure_sklearn()  # for the Celery task path, which runs in this thread
     child = os.getpid() != _state["parent_pid"]
@@ -201,6 +215,10 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
         _state["pool"] = (
             pool if getattr(pool, "_pool", None) is not None and _is_prefork(pool) else None
         )
+        if _state["metrics_said"]:
+            log.info(_state["metrics_said"])  # once Celery's logging is set up
+        if _state["pool"] is not None and metrics.enabled():
+            _report_exits(_state["pool"]._pool)
         rt = runtime()
         _start_listener(rt)
         # Jobs the sweeper fails (a crash, a time limit) end in Flower too.
@@ -214,7 +232,7 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
             "concurrency": getattr(worker, "concurrency", None),
             "started_at": time.time(),
         }
-        beat = rt.redis.register_script(ledger.SET_EX)
+        beat = rt.redis.register_script(ledger.HEARTBEAT)
         throttled = Throttled(log)
 
         def heartbeat() -> None:
@@ -224,7 +242,8 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
                     info["replaced"] = sweeper.replaced
                     # A script flagged allow-oom: a full Redis must not make live nodes look
                     # dead, or their batches would be taken over and run twice.
-                    beat(keys=[keys.worker(hostname)], args=[json.dumps(info), _HEARTBEAT_TTL])
+                    beat(keys=[keys.worker(hostname), keys.NODES],
+                         args=[json.dumps(info), _HEARTBEAT_TTL, hostname])  # fmt: skip
                 except redis.RedisError as e:
                     throttled.warning("heartbeat", "heartbeat failed: %s", e)
                 time.sleep(_HEARTBEAT_EVERY)
@@ -234,6 +253,26 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 celery_app.steps["worker"].add(NodeServices)
+
+
+def _report_exits(pool: Any) -> None:
+    """Have the pool tell the metrics when a pool process exits.
+
+    billiard's pool calls ``on_process_down`` from the node's main loop for each pool process
+    it reaped (Celery sends no signal for it in the parent): the process's metric files are
+    folded into the node's then. A scrape folds those of any exit this missed.
+    """
+    inner = getattr(pool, "on_process_down", None)
+
+    def on_process_down(proc: Any) -> None:
+        if inner is not None:
+            inner(proc)
+        try:
+            metrics.process_exited(int(proc.pid))
+        except Exception:  # metrics must never disturb the pool
+            log.exception("could not fold the metrics of pool process %s", proc.pid)
+
+    pool.on_process_down = on_process_down
 
 
 def _pool_pids() -> list[int] | None:
@@ -267,3 +306,4 @@ def _clear_heartbeat(sender: Any = None, **_: Any) -> None:
     if rt is not None and sender is not None:
         with contextlib.suppress(redis.RedisError):
             rt.redis.delete(keys.worker(sender.hostname))
+            rt.redis.zrem(keys.NODES, sender.hostname)

@@ -17,6 +17,8 @@ import orjson
 from registry import MissingModule, ModelNotFound, ModelVersion, PredictqError, Registry, keys
 from registry.modules import first_missing
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 # How long a version that failed to load is left alone before it is tried again.
@@ -153,6 +155,7 @@ class ModelCache:
 
     def _report_failure(self, model: str, version: int, error: PredictqError) -> None:
         self._failed[(model, version)] = (error, time.monotonic())
+        metrics.load_failed(model, version)
         log.error("failed to load %s v%s: %s", model, version, error.message)
         entry = {"code": error.code, "message": error.message, "at": time.time()}
         try:

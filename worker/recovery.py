@@ -40,7 +40,7 @@ import redis
 from producer.records import stats_key
 from registry import Settings, keys
 
-from . import ledger
+from . import ledger, metrics
 from .events import TaskEvents
 from .takeover import FAIL, Recovery
 
@@ -76,22 +76,24 @@ return 'unknown'
 # queues and kombu's unacked hash are empty, then per job: id, the queued-index score it was
 # found lost with. A job still 'queued' with that very score (no other sweeper acted, nothing
 # requeued it meanwhile) is pushed again from its record when it was sent alone, or fails
-# saying so. Entries of ended or expired jobs are dropped. Returns how many jobs it repaired.
+# saying so. Entries of ended or expired jobs are dropped. Returns how many jobs it repaired,
+# then the model and version of each job it failed (for the metrics).
 REQUEUE_LOST = (
     ledger.ALLOW_OOM
     + FAIL
     + """
 if ARGV[7] == '1' and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('LLEN', KEYS[4]) > 0
     or redis.call('HLEN', KEYS[5]) > 0) then
-  return 0
+  return {0}
 end
 local n = 0
+local failed = {}
 for b = 8, #ARGV, 2 do
   local id = ARGV[b]
   local score = redis.call('ZSCORE', KEYS[2], id)
   if score and tonumber(score) == tonumber(ARGV[b + 1]) then
     local key = ARGV[2] .. id
-    local rec = redis.call('HMGET', key, 'status', 'payload', 'reply', 'ttl')
+    local rec = redis.call('HMGET', key, 'status', 'payload', 'reply', 'ttl', 'model', 'version')
     if rec[1] == 'queued' and rec[2] and rec[2] ~= '' then
       -- To the front of the line, since it waited long enough already; with the time it was
       -- first queued, so that the queue's oldest stamp never moves forward past a waiting job.
@@ -103,11 +105,15 @@ for b = 8, #ARGV, 2 do
       if rec[1] == 'queued' then
         fail(key, id, ARGV[6], rec[4], rec[3], ARGV[1], ARGV[3], ARGV[4], KEYS[3], ARGV[5])
         n = n + 1
+        failed[#failed + 1] = rec[5] or ''
+        failed[#failed + 1] = rec[6] or ''
       end
     end
   end
 end
-return n
+local out = {n}
+for _, v in ipairs(failed) do out[#out + 1] = v end
+return out
 """
 )
 
@@ -221,6 +227,7 @@ class Sweeper(threading.Thread):
     def _workers(self) -> set[str]:
         """Every worker process that may hold a claim list."""
         workers = {str(w) for w in self.redis.hkeys(keys.CONSUMERS)}
+        workers |= {str(w) for w in self.redis.hkeys(keys.RUNNING)}
         workers |= {str(w) for w in self.redis.zrange(keys.LEASES, 0, -1)}
         if time.monotonic() - self._scanned > _FULL_SCAN_EVERY:
             prefix = keys.claiming("")
@@ -267,12 +274,14 @@ class Sweeper(threading.Thread):
                     self._add(counts, self.recovery.take_over(w, "dead") or [])
                     if not exists:
                         self.redis.hdel(keys.CONSUMERS, w)
+                        self.redis.hdel(keys.RUNNING, w)
             elif exists and trusted and (expired or score is None):
                 # The script checks again, atomically, that the lease ran out or that the
                 # process has none and its node's heartbeat is gone.
                 self._add(counts, self.recovery.take_over(w, "stale") or [])
             elif not exists and not self.redis.exists(keys.worker(node)) and trusted:
                 self.redis.hdel(keys.CONSUMERS, w)
+                self.redis.hdel(keys.RUNNING, w)
 
     def _replace(self, pid: int, why: str) -> None:
         """SIGKILL a local pool process that no longer consumes: the pool forks a new one."""
@@ -338,11 +347,13 @@ class Sweeper(threading.Thread):
         if not pairs:
             return 0
         queue = self.settings.queue
-        return int(
-            self._requeue_lost(
-                keys=[queue, keys.queued(queue), stats_key(now), keys.isolate(queue),
-                      _KOMBU_UNACKED],
-                args=[f"{now:.6f}", ledger.JOB_PREFIX, ledger.DONE_PREFIX, keys.REPLY_TTL,
-                      keys.STATS_TTL, _LOST_QUEUED, "1" if quiet else "", *pairs],
-            )
+        got = self._requeue_lost(
+            keys=[queue, keys.queued(queue), stats_key(now), keys.isolate(queue),
+                  _KOMBU_UNACKED],
+            args=[f"{now:.6f}", ledger.JOB_PREFIX, ledger.DONE_PREFIX, keys.REPLY_TTL,
+                  keys.STATS_TTL, _LOST_QUEUED, "1" if quiet else "", *pairs],
         )  # fmt: skip
+        failed = [str(v) for v in got[1:]]
+        metrics.jobs_failed([(failed[i], failed[i + 1], "worker_lost")
+                             for i in range(0, len(failed), 2)])  # fmt: skip
+        return int(got[0])

@@ -23,7 +23,7 @@ from registry import InvalidInput, PredictqError, Registry, Settings, WorkerLost
 from registry.connection import connect
 from registry.names import check_name
 
-from . import envelope, ledger
+from . import envelope, ledger, metrics
 from .batching import Job, run_batch
 from .events import TaskEvents
 from .model_cache import ModelCache
@@ -216,7 +216,7 @@ class Runtime:
         queue = self.settings.queue
         flat = self._claim_start(
             keys=[queue, self.landing, keys.isolate(queue), keys.INFLIGHT, keys.queued(queue),
-                  keys.busy(self.worker), keys.LEASES],
+                  keys.busy(self.worker), keys.LEASES, keys.RUNNING],
             args=[limit, len(first), token, ledger.LEASE_SECONDS, self.worker, *argv],
         )  # fmt: skip
         if flat[0] == b"stale":
@@ -324,7 +324,8 @@ class Runtime:
         if not jobs:
             return []
         argv = self._start_argv(jobs, index=index)
-        flat = self._start(keys=[keys.INFLIGHT, keys.queued(self.settings.queue)], args=argv)
+        flat = self._start(keys=[keys.INFLIGHT, keys.queued(self.settings.queue), keys.RUNNING],
+                           args=argv)  # fmt: skip
         return self._started(jobs, flat, argv[0])
 
     def _start_argv(self, jobs: list[Job], *, index: bool) -> list[Any]:
@@ -352,10 +353,13 @@ class Runtime:
     def _started(self, jobs: list[Job], flat: list[Any], started_at: str) -> list[Job]:
         """The jobs START marked running, from its reply; the others had already ended."""
         started = []
+        cancelled = []
         for i, job in enumerate(jobs):
             status, attempts, alias_version, submitted_at, reply = flat[5 * i : 5 * i + 5]
-            if status in ("succeeded", "failed", "cancelled", "expired"):
+            if status in ("succeeded", "failed", "cancelled", "expired", "seen"):
                 log.info("job %s is %s: skipped", job.id, status)
+                if status == "cancelled":
+                    cancelled.append(job)
                 continue
             job.attempts = int(attempts)
             job.alias_version = int(alias_version) if alias_version else None
@@ -374,6 +378,10 @@ class Runtime:
                     "or stalling its worker; fix the input or the model and resubmit"
                 ))  # fmt: skip
             started.append(job)
+        if cancelled:
+            # Counted here, by the worker that meets the message (once: START says 'seen' to
+            # any later one), since the client that cancelled exports no metrics.
+            metrics.jobs_cancelled(cancelled)
         return started
 
     # -- running and finishing -------------------------------------------------------------
@@ -415,6 +423,7 @@ class Runtime:
                       *self._claim_args(limit, True, True, token))  # fmt: skip
         written, claimed = pipe.execute()
         self._release()
+        metrics.jobs_ended(jobs, written, float(argv[0]))
         self._warn_duplicates(len(jobs), sum(written))
         if self.events is not None:
             self.events.finished(jobs, time.time())
@@ -434,13 +443,15 @@ class Runtime:
         lease, as long as the process still holds it.
         """
         finish_keys, argv = self._finish_args(jobs, landing, index=index)
-        written = int(sum(self._finish(keys=finish_keys, args=argv)))
+        flags = self._finish(keys=finish_keys, args=argv)
+        written = int(sum(flags))
         if landing is None:
             self._release()
             # Only the batch consumer's own jobs: Celery's task path sends its own events.
             if self.events is not None:
                 self.events.finished(jobs, time.time())
                 self.events.flush()
+        metrics.jobs_ended(jobs, flags, float(argv[0]))
         self._warn_duplicates(len(jobs), written)
         return written
 
@@ -472,6 +483,7 @@ class Runtime:
             landing or self.landing,
             keys.busy(self.worker),
             keys.LEASES,
+            keys.RUNNING,
         ], argv
 
     def _told(self, job: Job, finished_at: str, error: bytes) -> bytes:

@@ -12,18 +12,20 @@ and is dead-lettered; a delivery that never reached START counts too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from typing import Any
 
+import orjson
 import redis
 
 from producer import records as rec
 from producer.records import stats_key
 from registry import InvalidInput, JobTimeout, Settings, WorkerLost, keys
 
-from . import envelope, ledger
+from . import envelope, ledger, metrics
 from .batching import Job
 from .events import TaskEvents
 
@@ -32,9 +34,10 @@ log = logging.getLogger(__name__)
 # A taken-over list not recovered within this many seconds (its sweeper died) is taken again.
 _RECOVER_WITHIN = 60
 
-# fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells
-# its waiters (wake-up channel, reply list) and the per-minute stats. With clock() and restamp()
-# (records.STAMP): requeued jobs are indexed and stamped on Redis's clock, as SUBMIT does.
+# fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells its
+# waiters (wake-up channel, reply list) and the per-minute stats (in all and per model). With
+# clock() and restamp() (records.STAMP): requeued jobs are indexed and stamped on Redis's clock, as
+# SUBMIT does.
 FAIL = (
     rec.STAMP
     + """
@@ -47,6 +50,7 @@ local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats
     redis.call('EXPIRE', reply, reply_ttl)
   end
   redis.call('HINCRBY', stats, 'failed', 1)
+  redis.call('HINCRBY', stats, 'failed:' .. (redis.call('HGET', key, 'model') or ''), 1)
   redis.call('EXPIRE', stats, stats_ttl)
 end
 """
@@ -140,14 +144,15 @@ return out
 """
 )
 
-# KEYS: the claim list, the list to rename it to, the index of taken-over lists, busy key,
-# leases, heartbeat of the owner's node, dead letters. ARGV: worker, 'dead' (its process is
+# KEYS: the claim list, the list to rename it to, the index of taken-over lists, busy key, leases,
+# heartbeat of the owner's node, dead letters, running hash. ARGV: worker, 'dead' (its process is
 # known to be gone) or 'stale' (take it only if its lease ran out, or it has none and the node's
 # heartbeat is gone: checked here, atomically), seconds to recover it in, dead limit. Renames the
-# list, so exactly one sweeper gets it and a live owner's later claims start a fresh one; marks
-# the owner's busy key 'taken' after a stale takeover (a live owner's FINISH then leaves its new
-# list alone, and its own node replaces it). Returns false, or why ('timeout' after a time-limit
-# stop, else 'lost') followed by the messages that are text (the rest are dead-lettered).
+# list, so exactly one sweeper gets it and a live owner's later claims start a fresh one; marks the
+# owner's busy key 'taken' after a stale takeover (a live owner's FINISH then leaves its new list
+# alone, and its own node replaces it). Returns false, or why ('timeout' after a time-limit stop,
+# else 'lost') followed by the messages that are text (the rest are dead-lettered). The owner's
+# count in the running hash goes with its list (and with the process, when it is dead).
 TAKEOVER = (
     ledger.ALLOW_OOM
     + ledger.COMMON
@@ -159,6 +164,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[2] == 'dead' or (score and tonumber(score) <= t) then
     redis.call('ZREM', KEYS[5], ARGV[1])
   end
+  if ARGV[2] == 'dead' then redis.call('HDEL', KEYS[8], ARGV[1]) end
   return false
 end
 if ARGV[2] == 'stale' then
@@ -169,6 +175,7 @@ local why = redis.call('GET', KEYS[4])
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('ZADD', KEYS[3], t + tonumber(ARGV[3]), KEYS[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
 if ARGV[2] == 'stale' and why ~= 'timeout' then
   redis.call('SET', KEYS[4], 'taken', 'EX', 3600)
 else
@@ -229,7 +236,7 @@ class Recovery:
         target = keys.recovering(worker, uuid.uuid4().hex[:12])
         got = self._takeover(
             keys=[keys.claiming(worker), target, keys.RECOVERING, keys.busy(worker), keys.LEASES,
-                  keys.worker(node), keys.DEAD],
+                  keys.worker(node), keys.DEAD, keys.RUNNING],
             args=[worker, mode, _RECOVER_WITHIN, keys.DEAD_LIMIT],
         )  # fmt: skip
         if not got:
@@ -300,7 +307,28 @@ class Recovery:
                       if outcome == "failed"]  # fmt: skip
             self.events.finished(failed, now)
             self.events.flush()
+        # An empty reply means another sweeper recovered the list first (and counted it).
+        if metrics.enabled() and len(outcomes) == len(jobs):
+            self._count_failed([j for (j, _, _), o in zip(jobs, outcomes, strict=True)
+                                if o == "failed"])  # fmt: skip
         return outcomes
+
+    def _count_failed(self, job_ids: list[str]) -> None:
+        """Count the jobs recovery failed, as read back from their records (a round trip
+        that recovery, never the job path, pays; and only with metrics on)."""
+        if not job_ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), "model", "version", "error")
+        ended = []
+        for model, version, error in pipe.execute():
+            code = "worker_lost"
+            if error:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    code = str(orjson.loads(error)["code"])
+            ended.append((str(model or ""), str(version or ""), code))
+        metrics.jobs_failed(ended)
 
 
 def surrender(

@@ -15,7 +15,7 @@ from registry import Settings, get_settings
 from registry.connection import connect_async
 
 from ..client import Client
-from . import routes_health, routes_jobs, routes_models
+from . import routes_health, routes_jobs, routes_metrics, routes_models
 from .auth import KeyRing
 from .errors import install_handlers
 from .limits import BodyLimit
@@ -83,5 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_models.router)
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
