@@ -241,3 +241,48 @@ def test_the_readme_lists_every_metric_of_the_contract_with_its_type() -> None:
     table = text.split("<!-- metrics-contract -->")[1].split("<!-- /metrics-contract -->")[0]
     rows = [line.split("|")[1:3] for line in table.strip().splitlines()[2:]]
     assert {name.strip().strip("`"): typ.strip() for name, typ in rows} == CONTRACT
+
+
+@pytest.mark.timeout(120)
+def test_a_metric_directory_that_is_gone_fails_no_job(
+    promoted: str, client: Client, start_worker, tmp_path: Path
+) -> None:  # fmt: skip
+    """Metrics that cannot be written (their directory removed by a /tmp cleaner, a full disk)
+    are dropped: every job still succeeds on its first attempt, and the node keeps serving."""
+    import shutil
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    worker = start_worker(concurrency=1, PREDICTQ_METRICS_PORT=str(port), TMPDIR=str(tmp))
+    (directory,) = tmp.glob("predictq-metrics-*")
+    shutil.rmtree(directory)
+    ids = client.submit_many("clf", [[ROW]] * 5)
+    results = client.wait_many(ids, timeout=60)
+    assert [(res.status, res.attempts) for res in results] == [("succeeded", 1)] * 5, (
+        worker.output()
+    )
+    assert "metrics not recorded" in worker.output()
+    assert value(scrape(f"http://127.0.0.1:{port}"), "predictq_queue_jobs", queue="predictq") == 0
+
+
+def test_metric_files_are_allocated_before_they_are_written(tmp_path: Path) -> None:
+    """A store to a sparse page of a memory-mapped file on a full disk is SIGBUS, not an error:
+    every page of a metric file is allocated before it is written, from the first write on and
+    each time the file grows, so a full disk fails the write (dropped) and kills nothing."""
+    import os
+
+    shard = _Shard(str(tmp_path), "7")
+
+    def allocated() -> bool:
+        st = os.stat(tmp_path / "counter_7.db")
+        return st.st_blocks * 512 >= st.st_size
+
+    shard.inc("predictq_jobs_total", ("clf", "1", "succeeded"), 1)
+    assert allocated()
+    first = os.stat(tmp_path / "counter_7.db").st_size
+    for i in range(2000):  # past the initial size: the file doubles
+        shard.inc("predictq_jobs_total", (f"m{i}", "1", "succeeded"), 1)
+    assert os.stat(tmp_path / "counter_7.db").st_size > first
+    assert allocated()
+    shard.close()

@@ -12,7 +12,14 @@ prometheus_client's own metric objects, which write the same files:
   not a thousand, so the hot path pays a dict update and a bisect per job;
 - each process's files are guarded by a lock it made itself after the fork: prometheus_client's
   value lock is one module-global lock, and a pool process forked while a thread of the main
-  process (the sweeper, the promotion listener) held it would block on its first count for good.
+  process (the sweeper, the promotion listener) held it would block on its first count for good;
+- each file's blocks are reserved (``posix_fallocate``) before anything is written through its
+  memory map: prometheus_client grows its files sparse, and a store to a page the filesystem
+  cannot back (a full disk or tmpfs) kills the process with SIGBUS instead of raising.
+
+Recording never raises into the job path: a count that cannot be written (the directory was
+removed, the disk is full) is dropped and logged, since the job it counts has ended, or is about
+to, whatever the metrics say.
 
 When a pool process exits (recycled after a promotion, killed, crashed), the node folds its files
 into the node's own file and deletes them, so the totals never go down and the directory does not
@@ -27,14 +34,16 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import glob
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from registry.gauges import GAUGES
 
@@ -66,6 +75,8 @@ RUN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
                  4096.0)  # fmt: skip
 MAX_MODELS = 256
+# A failing metrics write is logged at most once per this many seconds per process.
+_LOG_FAILURES_EVERY = 60.0
 
 # name -> (type, label names, help, buckets)
 _DEFS: dict[str, tuple[str, tuple[str, ...], str, tuple[float, ...]]] = {
@@ -94,11 +105,12 @@ class _Shard:
     """One process's metric files, in prometheus_client's multiprocess format."""
 
     def __init__(self, directory: str, ident: str) -> None:
-        from prometheus_client.mmap_dict import MmapedDict, mmap_key
+        from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict, mmap_key
         from prometheus_client.utils import floatToGoString
 
         # Imported here, not per call: a scrape-free process pays for them once.
         self._dict: Any = MmapedDict
+        self._initial: int = _INITIAL_MMAP_SIZE
         self._mmap_key: Any = mmap_key
         self._le: Any = floatToGoString
         self.directory = directory
@@ -112,12 +124,25 @@ class _Shard:
         f = self._files.get(typ)
         if f is None:
             path = os.path.join(self.directory, f"{typ}_{self.ident}.db")
+            # Reserved before MmapedDict opens it: opening a new file already writes its header.
+            with open(path, "a+b") as file:
+                _reserve(file.fileno(), os.fstat(file.fileno()).st_size or self._initial)
             f = self._files[typ] = self._dict(path)
         return f
 
     def add_raw(self, typ: str, key: str, amount: float) -> None:
         """Add to a sample by its file key (the lock is held by the caller)."""
         f = self._file(typ)
+        if key not in f._positions:
+            # The entry MmapedDict appends for a new key (length, key padded to 8 bytes, value
+            # and timestamp); a file it outgrows doubles, and is reserved before it does.
+            size = len(key.encode())
+            need = f._used + 4 + size + (8 - (size + 4) % 8) + 16
+            capacity = f._capacity
+            while need > capacity:
+                capacity *= 2
+            if capacity != f._capacity:
+                _reserve(f._f.fileno(), capacity)
         value, _ = f.read_value(key)
         f.write_value(key, value + amount, 0.0)
 
@@ -154,6 +179,12 @@ class _Shard:
         for f in self._files.values():
             f.close()
         self._files.clear()
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate the first ``size`` bytes of a metric file, or raise OSError (ENOSPC)."""
+    if hasattr(os, "posix_fallocate"):  # not on macOS; glibc emulates it where the fs cannot
+        os.posix_fallocate(fd, 0, size)
 
 
 def bucket_counts(values: Iterable[float], bounds: Sequence[float]) -> tuple[list[int], float]:
@@ -236,7 +267,30 @@ def enable(directory: str | None = None) -> str:
     return path
 
 
-# -- recording (each a no-op when metrics are off) ---------------------------------------------
+# -- recording (each a no-op when metrics are off, and never raising) ---------------------------
+
+_P = ParamSpec("_P")
+_failed_said = -_LOG_FAILURES_EVERY
+
+
+def _never_raises(record: Callable[_P, None]) -> Callable[_P, None]:
+    """Recording runs on the job path, between a batch's START and FINISH and right after
+    FINISH: an error there would make the consumer retry, then surrender, a batch that ran
+    fine, until its jobs failed as ``worker_lost``. A count that cannot be written is dropped."""
+
+    @functools.wraps(record)
+    def recording(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        global _failed_said
+        try:
+            record(*args, **kwargs)
+        except Exception:
+            now = time.monotonic()
+            if now - _failed_said >= _LOG_FAILURES_EVERY:
+                _failed_said = now
+                log.exception("metrics not recorded (counts are dropped until this is fixed; "
+                              "jobs are not affected)")  # fmt: skip
+
+    return recording
 
 
 def _version(job: Job) -> str:
@@ -249,6 +303,7 @@ def _model(job: Job) -> str:
     return job.request.model if job.request is not None else job.model
 
 
+@_never_raises
 def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) -> None:
     """Count the jobs whose final record FINISH wrote (``written[i]`` is 1), never duplicates."""
     state = _state
@@ -305,11 +360,13 @@ def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) 
             shard.observe("predictq_job_run_seconds", (model,), counts, total)
 
 
+@_never_raises
 def jobs_cancelled(jobs: Sequence[Job]) -> None:
     """Count cancelled jobs, met (once each) when a worker takes their message."""
     _count([(_model(j), _version(j), "") for j in jobs], "cancelled")
 
 
+@_never_raises
 def jobs_failed(ended: Sequence[tuple[str, str, str]]) -> None:
     """Count jobs that recovery failed: (model, version, error code) each."""
     _count(ended, "failed")
@@ -328,6 +385,7 @@ def _count(ended: Sequence[tuple[str, str, str]], status: str) -> None:
                 shard.inc("predictq_job_errors_total", (name, code), 1)
 
 
+@_never_raises
 def predicted(model: str, jobs: int) -> None:
     """One predict() call over ``jobs`` jobs."""
     state = _state
@@ -339,6 +397,7 @@ def predicted(model: str, jobs: int) -> None:
         shard.observe("predictq_batch_jobs", (state.model(model),), counts, total)
 
 
+@_never_raises
 def load_failed(model: str, version: int) -> None:
     """A model version failed to load in this process."""
     state = _state
