@@ -286,3 +286,27 @@ def test_metric_files_are_allocated_before_they_are_written(tmp_path: Path) -> N
     assert os.stat(tmp_path / "counter_7.db").st_size > first
     assert allocated()
     shard.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_pool_process_that_exits_is_folded_into_the_node_at_once(
+    promoted: str, client: Client, start_worker, tmp_path: Path
+) -> None:  # fmt: skip
+    """The pool reports each exit (its handler is wrapped again after Celery's pool sets its
+    own): the dead process's files are folded with no scrape, and its counts are kept."""
+    import os
+    import signal
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    worker = start_worker(concurrency=1, PREDICTQ_METRICS_PORT=str(port), TMPDIR=str(tmp))
+    assert client.wait(client.submit("clf", [ROW]), timeout=60).status == "succeeded"
+    (directory,) = tmp.glob("predictq-metrics-*")
+    (pid,) = pool_pids(worker.proc.pid)
+    wait_for(lambda: (directory / f"counter_{pid}.db").exists(), 30, "the pool process's counts")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not list(directory.glob(f"*_{pid}.db")), 30,
+             "the exited process's files to be folded, with no scrape")  # fmt: skip
+    s = scrape(f"http://127.0.0.1:{port}")
+    assert value(s, "predictq_jobs_total", model="clf", version="1", status="succeeded") == 1

@@ -260,19 +260,38 @@ def _report_exits(pool: Any) -> None:
 
     billiard's pool calls ``on_process_down`` from the node's main loop for each pool process
     it reaped (Celery sends no signal for it in the parent): the process's metric files are
-    folded into the node's then. A scrape folds those of any exit this missed.
+    folded into the node's then. Celery's pool sets its own ``on_process_down`` each time it
+    joins the event loop (after this step, and again whenever Celery's consumer restarts), so
+    the wrap is put back after each of those. A scrape folds those of any exit this missed.
     """
-    inner = getattr(pool, "on_process_down", None)
 
-    def on_process_down(proc: Any) -> None:
-        if inner is not None:
-            inner(proc)
-        try:
-            metrics.process_exited(int(proc.pid))
-        except Exception:  # metrics must never disturb the pool
-            log.exception("could not fold the metrics of pool process %s", proc.pid)
+    def wrap() -> None:
+        inner = getattr(pool, "on_process_down", None)
+        if getattr(inner, "predictq_reports_exits", False):
+            return
 
-    pool.on_process_down = on_process_down
+        def on_process_down(proc: Any) -> None:
+            if inner is not None:
+                inner(proc)
+            try:
+                metrics.process_exited(int(proc.pid))
+            except Exception:  # metrics must never disturb the pool
+                log.exception("could not fold the metrics of pool process %s", proc.pid)
+
+        on_process_down.predictq_reports_exits = True  # type: ignore[attr-defined]
+        pool.on_process_down = on_process_down
+
+    register = getattr(pool, "register_with_event_loop", None)
+    if register is not None:
+
+        def register_with_event_loop(hub: Any) -> Any:
+            try:
+                return register(hub)
+            finally:
+                wrap()
+
+        pool.register_with_event_loop = register_with_event_loop
+    wrap()
 
 
 def _pool_pids() -> list[int] | None:

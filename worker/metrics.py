@@ -460,8 +460,14 @@ def process_exited(pid: int) -> None:
     state = _state
     if state is None or pid == state.node_pid:
         return
-    with state.node.lock:
+    # It runs in the node's main loop: never wait long on a scrape that holds the lock (the
+    # scrape folds the files itself then).
+    if not state.node.lock.acquire(timeout=1.0):
+        return
+    try:
         _fold(state, pid, confirm=lambda p: not _alive(p))
+    finally:
+        state.node.lock.release()
 
 
 def _fold_dead(state: _State) -> None:
