@@ -310,3 +310,23 @@ def test_a_pool_process_that_exits_is_folded_into_the_node_at_once(
              "the exited process's files to be folded, with no scrape")  # fmt: skip
     s = scrape(f"http://127.0.0.1:{port}")
     assert value(s, "predictq_jobs_total", model="clf", version="1", status="succeeded") == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_job_run_twice_on_celerys_task_path_leaves_nothing_running(
+    registry: Registry, client: Client, dataset, start_worker, r: redis.Redis,
+    settings: Settings,
+) -> None:  # fmt: skip
+    """With PREDICTQ_BATCHING=false a redelivered job can run in two processes at once (the
+    second START takes the record over): once both ended, neither still counts it running."""
+    x, y = dataset
+    registry.register("slow", SlowClassifier(delay=3.0).fit(x, y), promote=True)
+    start_worker(concurrency=2, PREDICTQ_BATCHING="false")
+    job_id = client.submit("slow", [ROW])
+    wait_for(lambda: r.hget(keys.job(job_id), "status") == "running", 30, "the job to start")
+    r.lpush(settings.queue, r.hget(keys.job(job_id), "payload") or "")  # a redelivered copy
+    wait_for(lambda: r.hget(keys.job(job_id), "attempts") == "2", 30, "the copy to start")
+    assert client.wait(job_id, timeout=30).status == "succeeded"
+    assert r.llen(settings.queue) == 0
+    wait_for(lambda: snapshot(r, settings).running == 0, 30,
+             f"no job counted running (predictq:running: {r.hgetall(keys.RUNNING)})")  # fmt: skip

@@ -278,8 +278,10 @@ return out
 # and leaves the in-flight index. Then, while the process still holds the lease, it takes the
 # batch's messages (the oldest, rightmost ones) off the claim list, drops the lease and its count in
 # the running hash (a process runs one batch at a time); without a batch token (Celery's task path)
-# it takes off that count the jobs it wrote that were running on it. Returns 1/0 per job (0: a
-# duplicate that wrote nothing).
+# it takes off that count every job it was given: the caller passes exactly the jobs its START
+# counted, including a copy that another process took over or finished first (counting only the
+# records still running on this process left such copies counted for good). Returns 1/0 per job
+# (0: a duplicate that wrote nothing).
 FINISH = (
     ALLOW_OOM
     + rec.SLICED
@@ -288,12 +290,11 @@ local out = {{}}
 local counts = {{}}
 local replies = {{}}
 local ids = {{}}
-local mine = 0
 for b = 14, #ARGV, 8 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
   ids[#ids + 1] = id
-  local rec = redis.call('HMGET', key, 'status', 'ttl', 'reply', 'model', 'worker')
+  local rec = redis.call('HMGET', key, 'status', 'ttl', 'reply', 'model')
   local st = rec[1]
   if {_FINAL} then
     out[#out + 1] = 0
@@ -323,7 +324,6 @@ for b = 14, #ARGV, 8 do
     counts[status] = (counts[status] or 0) + 1
     local per_model = status .. ':' .. (rec[4] or '')
     counts[per_model] = (counts[per_model] or 0) + 1
-    if st == 'running' and rec[5] == ARGV[13] then mine = mine + 1 end
     out[#out + 1] = 1
   end
 end
@@ -347,7 +347,7 @@ if ARGV[11] ~= '' then
     redis.call('ZREM', KEYS[5], ARGV[13])
     redis.call('HDEL', KEYS[6], ARGV[13])
   end
-elseif mine > 0 and redis.call('HINCRBY', KEYS[6], ARGV[13], -mine) <= 0 then
+elseif #ids > 0 and redis.call('HINCRBY', KEYS[6], ARGV[13], -#ids) <= 0 then
   redis.call('HDEL', KEYS[6], ARGV[13])
 end
 return out
