@@ -95,6 +95,26 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _count(v: Any) -> int:
+    """A count as predictq writes it; anything else (a hand-made mistake) counts as 0, rather
+    than fail the whole snapshot, and with it every series of a node's scrape."""
+    try:
+        return max(0, int(v))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _heartbeat(raw: Any) -> dict[str, Any] | None:
+    """A node's heartbeat, or None when there is none or it is not one predictq wrote."""
+    if raw is None:
+        return None
+    try:
+        info = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def snapshot(
     r: redis.Redis, settings: Settings, *, minutes: int = 5, full: bool = True
 ) -> Snapshot:
@@ -134,9 +154,10 @@ def snapshot(
     alias_maps = second[1:] if names else second
     live: dict[str, dict[str, Any]] = {}
     for name, raw in zip(names, beats, strict=True):
-        if raw is not None:
-            live[name] = orjson.loads(raw)
-    busy = sum(max(0, int(n)) for w, n in running.items() if _text(w).rpartition(":")[0] in live)
+        info = _heartbeat(raw)
+        if info is not None:
+            live[name] = info
+    busy = sum(_count(n) for w, n in running.items() if _text(w).rpartition(":")[0] in live)
     snap = Snapshot(
         at=now,
         queues={
@@ -147,7 +168,7 @@ def snapshot(
         dead_letters=int(dead),
         workers=[],
         served={
-            m: {_text(a): int(v) for a, v in sorted(aliases.items())}
+            m: {_text(a): int(v) for a, v in sorted(aliases.items()) if _count(v)}
             for m, aliases in zip(model_names, alias_maps, strict=True)
         },
     )
@@ -169,13 +190,16 @@ def _workers(
     for name, info in sorted(live.items()):
         mine = [s for s in states if s.node == name]
         error = next((s.error for s in mine if s.state != "consuming" and s.error), None)
-        nodes.append(WorkerNode(
-            name=name, pid=int(info.get("pid", 0)), concurrency=info.get("concurrency"),
-            up_seconds=round(max(0.0, now - float(info.get("started_at", now))), 1),
-            serving={str(k): int(v) for k, v in sorted(info.get("serving", {}).items())},
-            consumers=dict(sorted(Counter(s.state for s in mine).items())),
-            consumer_error=error, replaced=int(info.get("replaced") or 0),
-        ))  # fmt: skip
+        try:
+            nodes.append(WorkerNode(
+                name=name, pid=int(info.get("pid", 0)), concurrency=info.get("concurrency"),
+                up_seconds=round(max(0.0, now - float(info.get("started_at", now))), 1),
+                serving={str(k): int(v) for k, v in sorted(info.get("serving", {}).items())},
+                consumers=dict(sorted(Counter(s.state for s in mine).items())),
+                consumer_error=error, replaced=int(info.get("replaced") or 0),
+            ))  # fmt: skip
+        except (TypeError, ValueError, AttributeError):
+            continue  # a heartbeat predictq did not write
     return nodes
 
 
@@ -187,10 +211,10 @@ def _recent(stats: list[dict[Any, Any]], minutes: int) -> Recent:
             if status not in FINAL:
                 continue
             if not sep:
-                setattr(recent, status, getattr(recent, status) + int(n))
+                setattr(recent, status, getattr(recent, status) + _count(n))
                 continue
             per = recent.models.setdefault(model, dict.fromkeys(FINAL, 0))
-            per[status] += int(n)
+            per[status] += _count(n)
     recent.models = dict(sorted(recent.models.items()))
     return recent
 

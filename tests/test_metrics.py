@@ -330,3 +330,29 @@ def test_a_job_run_twice_on_celerys_task_path_leaves_nothing_running(
     assert r.llen(settings.queue) == 0
     wait_for(lambda: snapshot(r, settings).running == 0, 30,
              f"no job counted running (predictq:running: {r.hgetall(keys.RUNNING)})")  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_hand_made_junk_in_the_status_keys_hides_nothing_else(
+    promoted: str, start_worker, r: redis.Redis, settings: Settings, env: dict[str, str]
+) -> None:  # fmt: skip
+    """A value predictq did not write (a running count that is not a number, a heartbeat that
+    is not JSON, an alias that is not a version) counts as nothing: the node's /metrics still
+    answers with everything else, and so does `predictq status`."""
+    import os
+
+    port = free_port()
+    worker = start_worker(concurrency=1, PREDICTQ_METRICS_PORT=str(port))
+    r.hset(keys.RUNNING, f"{worker.name}:1", "many")
+    r.zadd(keys.NODES, {"junk@host": 1e12})
+    r.set(keys.worker("junk@host"), "not json")
+    r.zadd(keys.NODES, {"list@host": 1e12})
+    r.set(keys.worker("list@host"), "[1, 2]")
+    r.hset(keys.model_aliases("clf"), "staging", "soon")
+    s = scrape(f"http://127.0.0.1:{port}")
+    assert value(s, "predictq_workers") == 1
+    assert value(s, "predictq_running_jobs") == 0
+    assert value(s, "predictq_served_version", model="clf", alias="production") == 1
+    seen = status_json({**os.environ, **env})
+    assert [w["name"] for w in seen["workers"]] == [worker.name]
+    assert seen["served"]["clf"] == {"production": 1}
