@@ -356,3 +356,19 @@ def test_hand_made_junk_in_the_status_keys_hides_nothing_else(
     seen = status_json({**os.environ, **env})
     assert [w["name"] for w in seen["workers"]] == [worker.name]
     assert seen["served"]["clf"] == {"production": 1}
+
+
+@pytest.mark.timeout(120)
+def test_a_running_hash_of_the_wrong_type_stalls_no_job(
+    promoted: str, client: Client, start_worker, r: redis.Redis
+) -> None:  # fmt: skip
+    """predictq:running is a count for status and metrics: made a string by hand, it neither
+    leaves jobs running (START and FINISH wrote it before anything else could fail) nor pauses
+    the recovery sweeps."""
+    r.set(keys.RUNNING, "not a hash")
+    worker = start_worker(concurrency=1, PREDICTQ_SWEEP_INTERVAL="0.2")
+    ids = client.submit_many("clf", [[ROW]] * 5)
+    results = client.wait_many(ids, timeout=60)
+    assert [(res.status, res.attempts) for res in results] == [("succeeded", 1)] * 5
+    assert client.wait(client.submit("clf", [ROW]), timeout=30).status == "succeeded"
+    assert "recovery sweeps paused" not in worker.output()

@@ -230,7 +230,9 @@ local function start(A, inflight_key, queued_key, running_key)
   end
   if A[6] == '1' then sliced('ZADD', inflight_key, inflight) end
   sliced('ZREM', queued_key, started)
-  if newly > 0 then redis.call('HINCRBY', running_key, A[2], newly) end
+  -- pcall: the running hash is a count for status and metrics; a key of the wrong type (made by
+  -- hand) must not fail the START of jobs it has already marked running.
+  if newly > 0 then redis.pcall('HINCRBY', running_key, A[2], newly) end
   return out
 end
 """
@@ -345,10 +347,11 @@ if ARGV[11] ~= '' then
     if n > 0 then redis.call('LTRIM', KEYS[3], 0, -(n + 1)) end
     redis.call('DEL', KEYS[4])
     redis.call('ZREM', KEYS[5], ARGV[13])
-    redis.call('HDEL', KEYS[6], ARGV[13])
+    redis.pcall('HDEL', KEYS[6], ARGV[13])  -- pcall: see START
   end
-elseif #ids > 0 and redis.call('HINCRBY', KEYS[6], ARGV[13], -#ids) <= 0 then
-  redis.call('HDEL', KEYS[6], ARGV[13])
+elseif #ids > 0 then
+  local left = redis.pcall('HINCRBY', KEYS[6], ARGV[13], -#ids)
+  if type(left) == 'number' and left <= 0 then redis.pcall('HDEL', KEYS[6], ARGV[13]) end
 end
 return out
 """

@@ -227,7 +227,10 @@ class Sweeper(threading.Thread):
     def _workers(self) -> set[str]:
         """Every worker process that may hold a claim list."""
         workers = {str(w) for w in self.redis.hkeys(keys.CONSUMERS)}
-        workers |= {str(w) for w in self.redis.hkeys(keys.RUNNING)}
+        # A count for status and metrics: a key of the wrong type there (made by hand) must
+        # not pause every recovery.
+        with contextlib.suppress(redis.ResponseError):
+            workers |= {str(w) for w in self.redis.hkeys(keys.RUNNING)}
         workers |= {str(w) for w in self.redis.zrange(keys.LEASES, 0, -1)}
         if time.monotonic() - self._scanned > _FULL_SCAN_EVERY:
             prefix = keys.claiming("")
@@ -274,14 +277,18 @@ class Sweeper(threading.Thread):
                     self._add(counts, self.recovery.take_over(w, "dead") or [])
                     if not exists:
                         self.redis.hdel(keys.CONSUMERS, w)
-                        self.redis.hdel(keys.RUNNING, w)
+                        self._forget_running(w)
             elif exists and trusted and (expired or score is None):
                 # The script checks again, atomically, that the lease ran out or that the
                 # process has none and its node's heartbeat is gone.
                 self._add(counts, self.recovery.take_over(w, "stale") or [])
             elif not exists and not self.redis.exists(keys.worker(node)) and trusted:
                 self.redis.hdel(keys.CONSUMERS, w)
-                self.redis.hdel(keys.RUNNING, w)
+                self._forget_running(w)
+
+    def _forget_running(self, worker: str) -> None:
+        with contextlib.suppress(redis.ResponseError):
+            self.redis.hdel(keys.RUNNING, worker)
 
     def _replace(self, pid: int, why: str) -> None:
         """SIGKILL a local pool process that no longer consumes: the pool forks a new one."""

@@ -164,7 +164,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[2] == 'dead' or (score and tonumber(score) <= t) then
     redis.call('ZREM', KEYS[5], ARGV[1])
   end
-  if ARGV[2] == 'dead' then redis.call('HDEL', KEYS[8], ARGV[1]) end
+  if ARGV[2] == 'dead' then redis.pcall('HDEL', KEYS[8], ARGV[1]) end  -- a count (see START)
   return false
 end
 if ARGV[2] == 'stale' then
@@ -175,7 +175,7 @@ local why = redis.call('GET', KEYS[4])
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('ZADD', KEYS[3], t + tonumber(ARGV[3]), KEYS[2])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('HDEL', KEYS[8], ARGV[1])
+redis.pcall('HDEL', KEYS[8], ARGV[1])
 if ARGV[2] == 'stale' and why ~= 'timeout' then
   redis.call('SET', KEYS[4], 'taken', 'EX', 3600)
 else
