@@ -372,3 +372,24 @@ def test_a_running_hash_of_the_wrong_type_stalls_no_job(
     assert [(res.status, res.attempts) for res in results] == [("succeeded", 1)] * 5
     assert client.wait(client.submit("clf", [ROW]), timeout=30).status == "succeeded"
     assert "recovery sweeps paused" not in worker.output()
+
+
+@pytest.mark.timeout(60)
+def test_a_metrics_port_in_use_is_a_one_line_error(env: dict[str, str]) -> None:
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "worker", "worker", "--metrics-port", str(port)],
+            env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=50,
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error (invalid_settings): cannot serve metrics on port {port} (Address already in "
+        "use): another process (another worker on this host?) holds it; give each worker node "
+        "its own PREDICTQ_METRICS_PORT / --metrics-port"
+    ]

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import redis
 from celery import bootsteps, signals
 
-from registry import get_settings, keys
+from registry import InvalidSettings, get_settings, keys
 
 from . import ledger, metrics
 from .app import celery_app
@@ -56,9 +56,16 @@ def install(url: str, *, task_events: bool = False, metrics_port: int | None = N
 
         path = metrics.enable()
         scrapes = connect(url)  # the scrape thread's own client
-        _state["metrics_server"] = metrics.serve(
-            metrics_port, ClusterCollector(lambda: scrapes, get_settings())
-        )
+        try:
+            _state["metrics_server"] = metrics.serve(
+                metrics_port, ClusterCollector(lambda: scrapes, get_settings())
+            )
+        except OSError as e:
+            raise InvalidSettings(
+                f"cannot serve metrics on port {metrics_port} ({e.strerror or e}): another "
+                "process (another worker on this host?) holds it; give each worker node its own "
+                "PREDICTQ_METRICS_PORT / --metrics-port"
+            ) from e
         _state["metrics_said"] = f"serving metrics on port {metrics_port} (files in {path})"
 
 
