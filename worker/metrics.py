@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import functools
 import glob
 import logging
@@ -125,8 +126,7 @@ class _Shard:
         if f is None:
             path = os.path.join(self.directory, f"{typ}_{self.ident}.db")
             # Reserved before MmapedDict opens it: opening a new file already writes its header.
-            with open(path, "a+b") as file:
-                _reserve(file.fileno(), os.fstat(file.fileno()).st_size or self._initial)
+            _reserve(path, self._initial)
             f = self._files[typ] = self._dict(path)
         return f
 
@@ -142,7 +142,7 @@ class _Shard:
             while need > capacity:
                 capacity *= 2
             if capacity != f._capacity:
-                _reserve(f._f.fileno(), capacity)
+                _reserve(f._fname, capacity)
         value, _ = f.read_value(key)
         f.write_value(key, value + amount, 0.0)
 
@@ -181,10 +181,22 @@ class _Shard:
         self._files.clear()
 
 
-def _reserve(fd: int, size: int) -> None:
-    """Allocate the first ``size`` bytes of a metric file, or raise OSError (ENOSPC)."""
-    if hasattr(os, "posix_fallocate"):  # not on macOS; glibc emulates it where the fs cannot
-        os.posix_fallocate(fd, 0, size)
+def _reserve(path: str, size: int) -> None:
+    """Allocate a metric file's blocks (creating it) up to ``size`` bytes, or its current size
+    if larger; raise OSError when the disk is full. A filesystem that cannot allocate ahead is
+    written as before, unreserved."""
+    if not hasattr(os, "posix_fallocate"):  # macOS
+        return
+    # Not O_APPEND, as MmapedDict opens it: glibc's fallback (for filesystems without
+    # fallocate) refuses append-mode descriptors.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.posix_fallocate(fd, 0, max(size, os.fstat(fd).st_size))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    finally:
+        os.close(fd)
 
 
 def bucket_counts(values: Iterable[float], bounds: Sequence[float]) -> tuple[list[int], float]:
