@@ -7,6 +7,8 @@ no multipart-size or request-rate limits: those are not tested here.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import multiprocessing
 import os
 import pickle
@@ -299,8 +301,6 @@ def test_processes_racing_on_one_digest_download_it_once(tmp_path: Path) -> None
 def test_a_download_that_does_not_match_its_digest_leaves_nothing_in_the_cache(
     tmp_path: Path,
 ) -> None:
-    import io
-
     cache = VerifiedCache(tmp_path / "cache")
     with pytest.raises(IntegrityError, match="not loaded or cached"):
         cache.read(DIGEST, lambda: io.BytesIO(PAYLOAD[:-1] + b"!"), origin="test",
@@ -311,3 +311,27 @@ def test_a_download_that_does_not_match_its_digest_leaves_nothing_in_the_cache(
     assert cache.read(DIGEST, lambda: io.BytesIO(PAYLOAD), origin="test",
                       model="m", version=1) == PAYLOAD  # fmt: skip
     assert (tmp_path / "cache" / DIGEST).read_bytes() == PAYLOAD
+
+
+def test_a_cache_directory_that_cannot_be_used_still_serves_verified_bytes(
+    settings: Settings, registry: Registry, fitted: LogisticRegression, tmp_path: Path
+) -> None:
+    meta = registry.register("clf", fitted)
+    # A cache path under a regular file: nothing can be created there, even by root (as a
+    # read-only or full disk would refuse it). The job must not fail for want of a cache.
+    (tmp_path / "file").write_bytes(b"")
+    store = ObjectStore(settings.artifact_location, tmp_path / "file" / "cache")
+    data = store.read_verified(meta.sha256, model="clf", version=1)
+    assert hashlib.sha256(data).hexdigest() == meta.sha256
+
+    # A cache that fails part-way (a full disk refuses the flush to disk) is abandoned, its
+    # temporary file removed, and the verified bytes still served.
+    full = VerifiedCache(tmp_path / "full")
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", no_space)
+        got = full.read(DIGEST, lambda: io.BytesIO(PAYLOAD), origin="t", model="m", version=1)
+    assert got == PAYLOAD and _cached(tmp_path / "full") == set()
