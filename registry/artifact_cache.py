@@ -4,7 +4,8 @@ Workers on several hosts read a remote store (a bucket, a shared mount). Each ho
 copy per digest under the cache directory::
 
     <cache>/<sha256>                verified artifact bytes
-    <cache>/.tmp-<sha256>-...       a download in progress (same directory: os.replace is atomic)
+    <cache>/.tmp-<sha256>-...       a download in progress (same directory: os.replace is atomic);
+                                    one a killed process left is removed by the next download
     <cache>/.locks/<sha256>.lock    flock'ed by the one process downloading that digest
 
 A download is hashed while it streams; a mismatch raises IntegrityError, and its temporary
@@ -91,6 +92,12 @@ class VerifiedCache:
             cached = self._cached(sha256)
             if cached is not None:
                 return cached
+            # Only the lock's holder writes this digest's temporary files: any there now was
+            # left by a process killed mid-download (the sweeper kills one stuck that long),
+            # and would pile up, one partial copy per kill.
+            for stale in self.root.glob(f".tmp-{sha256}-*"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             return self._download(sha256, source, origin=origin, model=model, version=version)
         raise AssertionError("unreachable")  # for mypy: ExitStack may swallow exceptions
 

@@ -307,10 +307,14 @@ def test_a_download_that_does_not_match_its_digest_leaves_nothing_in_the_cache(
                    model="m", version=1)  # fmt: skip
     assert _cached(tmp_path / "cache") == set()
 
+    # A process killed mid-download left its partial temporary file: the next download of
+    # that digest removes it, so that kills do not pile copies up on the disk.
+    (tmp_path / "cache" / f".tmp-{DIGEST}-killed").write_bytes(PAYLOAD[:5])
     (tmp_path / "cache" / DIGEST).write_bytes(b"altered on disk after it was verified")
     assert cache.read(DIGEST, lambda: io.BytesIO(PAYLOAD), origin="test",
                       model="m", version=1) == PAYLOAD  # fmt: skip
     assert (tmp_path / "cache" / DIGEST).read_bytes() == PAYLOAD
+    assert _cached(tmp_path / "cache") == {DIGEST}
 
 
 def test_a_cache_directory_that_cannot_be_used_still_serves_verified_bytes(
