@@ -86,6 +86,10 @@ class _Unreplicated(Exception):
         self.dropped = dropped
 
 
+# A write that changes nothing: a job's TTL set again to what it is (see _confirm_existing).
+_TOUCH = "local t = redis.call('PTTL', KEYS[1]) if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end"
+
+
 def _new_ids(n: int) -> list[str]:
     """``n`` random 128-bit job IDs in hex, like ``uuid4().hex``, at a fraction of its cost."""
     pool = os.urandom(16 * n).hex()
@@ -348,7 +352,30 @@ class Client:
         flags = self._run_submit([queue, keys.queued(queue)], argv)
         if isinstance(flags, int):
             raise admission.queue_full(flags, admit, self.settings.max_queued)
-        return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+        taken = {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+        if taken and self.settings.min_replicas:
+            self._confirm_existing(ids[min(taken)])
+        return taken
+
+    def _confirm_existing(self, job_id: str) -> None:
+        """With PREDICTQ_MIN_REPLICAS, wait until the replicas have the jobs whose IDs existed
+        (a resubmission after NotReplicated, say): returning their IDs acknowledges them too.
+
+        WAIT counts only this connection's writes, so one is made: one of the jobs' TTL set
+        to what it is. The replication stream is ordered, so a replica past that write has
+        every job written before it. _Unreplicated when too few confirm in time.
+        """
+        need = self.settings.min_replicas
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.connection = self._connection()
+        pipe.eval(_TOUCH, 1, f"{JOB_PREFIX}{job_id}")
+        pipe.wait(need, max(1, round(self.settings.min_replicas_timeout * 1000)))
+        try:
+            _, acked = pipe.execute(raise_on_error=False)
+        except RedisUnavailable as e:
+            raise _Unreplicated(0) from e
+        if isinstance(acked, Exception) or int(acked) < need:
+            raise _Unreplicated(0 if isinstance(acked, Exception) else int(acked))
 
     def _run_submit(self, script_keys: list[str], argv: list[Any]) -> Any:
         """Run the SUBMIT script; with PREDICTQ_MIN_REPLICAS, WAIT for that many replicas in

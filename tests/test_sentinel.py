@@ -134,10 +134,12 @@ def test_a_submission_no_replica_confirms_fails_in_one_line_and_is_safe_to_resub
         with pytest.raises(NotReplicated) as bulk:
             client.submit_many(promoted, [ROWS] * 3)
         assert bulk.value.enqueued == 3 and "3 of 3 jobs were enqueued" in bulk.value.message
-    # Resubmitting an ID that exists enqueues nothing, so it confirms at once.
+    # Resubmitting an ID that exists enqueues nothing, and is acknowledged only once the
+    # replicas have the job: with none attached, never.
     queued = r.llen(strict.queue)
-    with Client(settings=settings.model_copy(update={"min_replicas": 1})) as client:
-        assert client.submit(promoted, ROWS, job_id="j1") == "j1"
+    with Client(settings=strict) as client, pytest.raises(NotReplicated) as again:
+        client.submit(promoted, ROWS, job_id="j1")
+    assert again.value.job_ids == ["j1"] and "only 0 of" in again.value.message
     assert r.llen(strict.queue) == queued
     # Over HTTP: 503 with Retry-After; a chosen ID stays readable, generated ones are taken back.
     api = ApiServer({**env, "PREDICTQ_MIN_REPLICAS": "1", "PREDICTQ_MIN_REPLICAS_TIMEOUT": "0.2"},
