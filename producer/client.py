@@ -406,7 +406,13 @@ class Client:
                 self.redis.script_load(records.SUBMIT)
                 continue
             if isinstance(flags, Exception):
-                raise flags
+                # OOM passes as it is (the caller's to handle); READONLY becomes one line.
+                said = (
+                    explain(flags, redact(self.url))
+                    if isinstance(flags, redis.RedisError)
+                    else None
+                )
+                raise said or flags
             if isinstance(acked, Exception):
                 # The jobs were written, and WAIT was cut short: the primary turning replica
                 # unblocks it with an UNBLOCKED error. Nothing confirmed them.

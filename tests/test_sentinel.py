@@ -228,6 +228,10 @@ def test_a_primary_turning_replica_during_wait_is_not_replicated(
             client.submit("clf", ROWS)
         demote.join(10)
         assert caught.value.job_ids and "0 of PREDICTQ_MIN_REPLICAS=1" in caught.value.message
+        # Now a replica, it refuses the script: one transient line, not a raw ReadOnlyError.
+        with Client(settings=settings) as client, pytest.raises(RedisUnavailable) as refused:
+            client.submit("clf", ROWS)
+        assert refused.value.transient and "read-only replica" in refused.value.message
     finally:
         server.terminate()
         server.wait(10)
