@@ -7,14 +7,17 @@ no multipart-size or request-rate limits: those are not tested here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import multiprocessing
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -339,3 +342,33 @@ def test_a_cache_directory_that_cannot_be_used_still_serves_verified_bytes(
         mp.setattr(os, "fsync", no_space)
         got = full.read(DIGEST, lambda: io.BytesIO(PAYLOAD), origin="t", model="m", version=1)
     assert got == PAYLOAD and _cached(tmp_path / "full") == set()
+
+
+def test_an_endpoint_that_never_answers_fails_the_read_after_a_bounded_number_of_tries(
+    aws: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import s3fs
+
+    # A listener that accepts connections and never answers; s3fs's read timeout shortened so
+    # that the test counts tries, not seconds.
+    silent = socket.create_server(("127.0.0.1", 0))
+    connections: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connections.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setattr(s3fs.S3FileSystem, "read_timeout", 0.2)
+    store = ObjectStore("s3://b/p", tmp_path / "cache")
+    try:
+        with pytest.raises(ArtifactUnavailable, match=r"could not read from.*ReadTimeout"):
+            store.read_verified("ab" * 32, model="m", version=1)
+    finally:
+        silent.close()
+        for conn in connections:
+            conn.close()
+    # 2 x 2 tries (25 before, over 7 minutes with the default 15 s timeout).
+    assert 1 <= len(connections) <= 4, len(connections)
