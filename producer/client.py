@@ -27,7 +27,7 @@ from registry import (
     get_settings,
     keys,
 )
-from registry.connection import connect, redact, resolve_url
+from registry.connection import connect, explain, redact, resolve_url
 from registry.errors import PredictqError, error_for
 from registry.names import check_name
 from registry.validation import check_probabilities, validate_rows
@@ -76,11 +76,18 @@ def _error_of(result: JobResult) -> PredictqError:
 
 
 class _Unreplicated(Exception):
-    """SUBMIT wrote its jobs, but WAIT saw only ``acked`` replicas confirm them."""
+    """SUBMIT wrote its jobs, but WAIT saw only ``acked`` replicas confirm them; or, with
+    ``dropped``, the connection was lost after the script was sent, so whether the jobs were
+    written is unknown."""
 
-    def __init__(self, acked: int) -> None:
+    def __init__(self, acked: int, *, dropped: bool = False) -> None:
         super().__init__(acked)
         self.acked = acked
+        self.dropped = dropped
+
+
+# A write that changes nothing: a job's TTL set again to what it is (see _confirm_existing).
+_TOUCH = "local t = redis.call('PTTL', KEYS[1]) if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end"
 
 
 def _new_ids(n: int) -> list[str]:
@@ -277,7 +284,7 @@ class Client:
                     )
                 except _Unreplicated as e:
                     written += [ids[i] for i in chunk]
-                    raise self._not_replicated(e.acked, written, ids) from None
+                    raise self._not_replicated(e, written, ids) from None
                 except redis.ResponseError as e:
                     if not admission.is_oom(e):
                         raise
@@ -345,7 +352,30 @@ class Client:
         flags = self._run_submit([queue, keys.queued(queue)], argv)
         if isinstance(flags, int):
             raise admission.queue_full(flags, admit, self.settings.max_queued)
-        return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+        taken = {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+        if taken and self.settings.min_replicas:
+            self._confirm_existing(ids[min(taken)])
+        return taken
+
+    def _confirm_existing(self, job_id: str) -> None:
+        """With PREDICTQ_MIN_REPLICAS, wait until the replicas have the jobs whose IDs existed
+        (a resubmission after NotReplicated, say): returning their IDs acknowledges them too.
+
+        WAIT counts only this connection's writes, so one is made: one of the jobs' TTL set
+        to what it is. The replication stream is ordered, so a replica past that write has
+        every job written before it. _Unreplicated when too few confirm in time.
+        """
+        need = self.settings.min_replicas
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.connection = self._connection()
+        pipe.eval(_TOUCH, 1, f"{JOB_PREFIX}{job_id}")
+        pipe.wait(need, max(1, round(self.settings.min_replicas_timeout * 1000)))
+        try:
+            _, acked = pipe.execute(raise_on_error=False)
+        except RedisUnavailable as e:
+            raise _Unreplicated(0) from e
+        if isinstance(acked, Exception) or int(acked) < need:
+            raise _Unreplicated(0 if isinstance(acked, Exception) else int(acked))
 
     def _run_submit(self, script_keys: list[str], argv: list[Any]) -> Any:
         """Run the SUBMIT script; with PREDICTQ_MIN_REPLICAS, WAIT for that many replicas in
@@ -357,22 +387,53 @@ class Client:
         timeout_ms = max(1, round(self.settings.min_replicas_timeout * 1000))
         for _ in range(2):
             pipe = self.redis.pipeline(transaction=False)
+            # Connected first, so that a Redis that cannot be reached (nothing was sent) stays
+            # RedisUnavailable, while a connection that drops once the script went out (a
+            # failover's CLIENT KILL during WAIT) leaves the jobs' fate unknown: NotReplicated,
+            # which carries their IDs, so that they are resubmitted or cancelled, never
+            # submitted again under new IDs.
+            pipe.connection = self._connection()
             pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *argv)
             pipe.wait(need, timeout_ms)
-            flags, acked = pipe.execute(raise_on_error=False)
+            try:
+                flags, acked = pipe.execute(raise_on_error=False)
+            except RedisUnavailable as e:
+                if "now a slave" in str(e.__cause__):  # READONLY: the script wrote nothing
+                    raise
+                raise _Unreplicated(0, dropped=True) from e
             if isinstance(flags, redis.exceptions.NoScriptError):
                 # A restarted or failed-over Redis forgot the script: nothing ran; load it.
                 self.redis.script_load(records.SUBMIT)
                 continue
             if isinstance(flags, Exception):
-                raise flags
+                # OOM passes as it is (the caller's to handle); READONLY becomes one line.
+                said = (
+                    explain(flags, redact(self.url))
+                    if isinstance(flags, redis.RedisError)
+                    else None
+                )
+                raise said or flags
             if isinstance(acked, Exception):
-                raise acked
+                # The jobs were written, and WAIT was cut short: the primary turning replica
+                # unblocks it with an UNBLOCKED error. Nothing confirmed them.
+                acked = 0
             # Any flag 0: an ID was taken and nothing was written, so nothing to confirm.
             if not isinstance(flags, int) and all(flags) and int(acked) < need:
                 raise _Unreplicated(int(acked))
             return flags
         raise RedisUnavailable(f"Redis at {redact(self.url)} keeps forgetting scripts")
+
+    def _connection(self) -> Any:
+        """A pooled connection, connected (to the master the sentinels name now, for a
+        Sentinel URL); RedisUnavailable when none can be made. The pipeline given it hands it
+        back to the pool."""
+        following = getattr(self.redis, "following", None)
+        if following is not None:
+            following.check()
+        try:
+            return self.redis.connection_pool.get_connection()
+        except redis.RedisError as e:
+            raise (explain(e, redact(self.url)) or e) from e
 
     def _batch(
         self, shared: dict[str, Any], group: list[int], ids: list[str], rows_json: list[bytes]
@@ -381,17 +442,31 @@ class Client:
             shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue
         )
 
-    def _not_replicated(self, acked: int, written: list[str], ids: list[str]) -> NotReplicated:
+    def _not_replicated(
+        self, e: _Unreplicated, written: list[str], ids: list[str]
+    ) -> NotReplicated:
         s = self.settings
-        enqueued = (
-            "the job was enqueued" if len(ids) == 1
-            else f"{len(written)} of {len(ids)} jobs were enqueued (the rest were not)"
-        )  # fmt: skip
+        if e.dropped:
+            enqueued = (
+                "the connection to Redis dropped before it confirmed the job (a failover?): "
+                "the job may have been enqueued" if len(ids) == 1
+                else "the connection to Redis dropped before it confirmed the jobs (a "
+                f"failover?): up to {len(written)} of {len(ids)} jobs may have been enqueued"
+            )  # fmt: skip
+            why = "no replica confirmed it"
+        else:
+            enqueued = (
+                "the job was enqueued" if len(ids) == 1
+                else f"{len(written)} of {len(ids)} jobs were enqueued (the rest were not)"
+            )  # fmt: skip
+            why = (
+                f"only {e.acked} of PREDICTQ_MIN_REPLICAS={s.min_replicas} replica(s) "
+                f"confirmed within {s.min_replicas_timeout:g}s (a replica down or lagging?)"
+            )
         return NotReplicated(
-            f"{enqueued}, but only {acked} of PREDICTQ_MIN_REPLICAS={s.min_replicas} "
-            f"replica(s) confirmed within {s.min_replicas_timeout:g}s (a replica down or "
-            "lagging?): it may still run, or be lost if the primary fails now; submit again "
-            "with the same job IDs (an ID that exists is not enqueued twice), or read its result",
+            f"{enqueued}, but {why}: it may still run, or be lost if the primary fails now; "
+            "submit again with the same job IDs (an ID that exists is not enqueued twice), or "
+            "read its result",
             job_ids=ids,
             enqueued=len(written),
         )

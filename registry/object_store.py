@@ -39,6 +39,21 @@ _BACKENDS = {
 _NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError"}
 
 
+# s3fs tries each request 5 times, and botocore each of those 5 times, each waiting up to 15 s
+# for a reply: one read of an endpoint that accepts connections and never answers took 427 s,
+# past the visibility timeout (300 s). The sweeper then killed the loading process, and its
+# jobs, rerun, ended worker_lost after minutes instead of artifact_unavailable. 2 x 2 tries
+# bound one request to about a minute. AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win.
+_S3_TRIES = 2
+
+
+def _s3_bounds() -> dict[str, Any]:
+    """botocore's tries, unless its environment sets them."""
+    if {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ):
+        return {}
+    return {"config_kwargs": {"retries": {"total_max_attempts": _S3_TRIES}}}
+
+
 class ObjectStore(ArtifactStore):
     """The artifact store under an fsspec URL such as ``s3://bucket/prefix``."""
 
@@ -75,7 +90,11 @@ class ObjectStore(ArtifactStore):
                     f"package that is not installed: {hint}"
                 ) from e
             # Listings must be fresh: blob collection re-reads them to decide what to delete.
-            self._fs_cached = cls(skip_instance_cache=True, use_listings_cache=False)
+            s3 = self.protocol in ("s3", "s3a")
+            self._fs_cached = cls(skip_instance_cache=True, use_listings_cache=False,
+                                  **(_s3_bounds() if s3 else {}))  # fmt: skip
+            if s3:
+                self._fs_cached.retries = _S3_TRIES  # s3fs's own tries: a class attribute
             self._fs_pid = os.getpid()
         return self._fs_cached
 

@@ -7,12 +7,17 @@ no multipart-size or request-rate limits: those are not tested here.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import multiprocessing
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -299,15 +304,71 @@ def test_processes_racing_on_one_digest_download_it_once(tmp_path: Path) -> None
 def test_a_download_that_does_not_match_its_digest_leaves_nothing_in_the_cache(
     tmp_path: Path,
 ) -> None:
-    import io
-
     cache = VerifiedCache(tmp_path / "cache")
     with pytest.raises(IntegrityError, match="not loaded or cached"):
         cache.read(DIGEST, lambda: io.BytesIO(PAYLOAD[:-1] + b"!"), origin="test",
                    model="m", version=1)  # fmt: skip
     assert _cached(tmp_path / "cache") == set()
 
+    # A process killed mid-download left its partial temporary file: the next download of
+    # that digest removes it, so that kills do not pile copies up on the disk.
+    (tmp_path / "cache" / f".tmp-{DIGEST}-killed").write_bytes(PAYLOAD[:5])
     (tmp_path / "cache" / DIGEST).write_bytes(b"altered on disk after it was verified")
     assert cache.read(DIGEST, lambda: io.BytesIO(PAYLOAD), origin="test",
                       model="m", version=1) == PAYLOAD  # fmt: skip
     assert (tmp_path / "cache" / DIGEST).read_bytes() == PAYLOAD
+    assert _cached(tmp_path / "cache") == {DIGEST}
+
+
+def test_a_cache_directory_that_cannot_be_used_still_serves_verified_bytes(
+    settings: Settings, registry: Registry, fitted: LogisticRegression, tmp_path: Path
+) -> None:
+    meta = registry.register("clf", fitted)
+    # A cache path under a regular file: nothing can be created there, even by root (as a
+    # read-only or full disk would refuse it). The job must not fail for want of a cache.
+    (tmp_path / "file").write_bytes(b"")
+    store = ObjectStore(settings.artifact_location, tmp_path / "file" / "cache")
+    data = store.read_verified(meta.sha256, model="clf", version=1)
+    assert hashlib.sha256(data).hexdigest() == meta.sha256
+
+    # A cache that fails part-way (a full disk refuses the flush to disk) is abandoned, its
+    # temporary file removed, and the verified bytes still served.
+    full = VerifiedCache(tmp_path / "full")
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", no_space)
+        got = full.read(DIGEST, lambda: io.BytesIO(PAYLOAD), origin="t", model="m", version=1)
+    assert got == PAYLOAD and _cached(tmp_path / "full") == set()
+
+
+def test_an_endpoint_that_never_answers_fails_the_read_after_a_bounded_number_of_tries(
+    aws: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import s3fs
+
+    # A listener that accepts connections and never answers; s3fs's read timeout shortened so
+    # that the test counts tries, not seconds.
+    silent = socket.create_server(("127.0.0.1", 0))
+    connections: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connections.append(silent.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.setattr(s3fs.S3FileSystem, "read_timeout", 0.2)
+    store = ObjectStore("s3://b/p", tmp_path / "cache")
+    try:
+        with pytest.raises(ArtifactUnavailable, match=r"could not read from.*ReadTimeout"):
+            store.read_verified("ab" * 32, model="m", version=1)
+    finally:
+        silent.close()
+        for conn in connections:
+            conn.close()
+    # 2 x 2 tries (25 before, over 7 minutes with the default 15 s timeout).
+    assert 1 <= len(connections) <= 4, len(connections)

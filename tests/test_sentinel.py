@@ -6,6 +6,7 @@ The failover tests start their own primary, replica and three sentinels from Deb
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,12 +16,12 @@ import redis
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from producer import Client
+from producer import Client, records
 from registry import NotReplicated, PredictqError, RedisUnavailable, Registry, Settings
 from registry.connection import connect, explain, redact
 from registry.sentinel import kombu_broker, parse
-from tests.conftest import REPO, ApiServer, Worker, report, wait_for
-from tests.sentinel_group import SentinelGroup, available
+from tests.conftest import REPO, ApiServer, Worker, free_port, report, wait_for
+from tests.sentinel_group import REDIS_SERVER, SentinelGroup, available
 from worker.app import celery_config
 
 URL = "redis+sentinel://:pw@s1:26379,s2,[::1]:26380/mymaster/2?sentinel_password=spw"
@@ -133,10 +134,12 @@ def test_a_submission_no_replica_confirms_fails_in_one_line_and_is_safe_to_resub
         with pytest.raises(NotReplicated) as bulk:
             client.submit_many(promoted, [ROWS] * 3)
         assert bulk.value.enqueued == 3 and "3 of 3 jobs were enqueued" in bulk.value.message
-    # Resubmitting an ID that exists enqueues nothing, so it confirms at once.
+    # Resubmitting an ID that exists enqueues nothing, and is acknowledged only once the
+    # replicas have the job: with none attached, never.
     queued = r.llen(strict.queue)
-    with Client(settings=settings.model_copy(update={"min_replicas": 1})) as client:
-        assert client.submit(promoted, ROWS, job_id="j1") == "j1"
+    with Client(settings=strict) as client, pytest.raises(NotReplicated) as again:
+        client.submit(promoted, ROWS, job_id="j1")
+    assert again.value.job_ids == ["j1"] and "only 0 of" in again.value.message
     assert r.llen(strict.queue) == queued
     # Over HTTP: 503 with Retry-After; a chosen ID stays readable, generated ones are taken back.
     api = ApiServer({**env, "PREDICTQ_MIN_REPLICAS": "1", "PREDICTQ_MIN_REPLICAS_TIMEOUT": "0.2"},
@@ -149,8 +152,96 @@ def test_a_submission_no_replica_confirms_fails_in_one_line_and_is_safe_to_resub
             assert http.get("/v1/jobs/h1").json()["status"] == "queued"
             generated = http.post(f"/v1/models/{promoted}/jobs", json={"rows": ROWS})
             assert generated.status_code == 503 and "cancelled" in generated.json()["message"]
+            # The connection dropped during WAIT (a failover's CLIENT KILL): the job the
+            # script wrote is taken back too, not left to run beside the caller's retry.
+            queued = _queued(r)
+            killer = _during_wait(r, lambda c: r.client_kill_filter(_id=c["id"]))
+            dropped = http.post(f"/v1/models/{promoted}/jobs", json={"rows": ROWS})
+            killer.join(10)
+            assert dropped.status_code == 503, dropped.text
+            assert dropped.json()["code"] == "not_replicated", dropped.text
+            assert _queued(r) == queued  # the new job was cancelled
     finally:
         api.stop()
+
+
+def _queued(r: redis.Redis) -> set[str]:
+    return {k for k in r.scan_iter("predictq:job:*") if r.hget(k, "status") == "queued"}
+
+
+def _during_wait(r: redis.Redis, act: object) -> threading.Thread:
+    """A thread that does ``act(client)`` to the first client it sees blocked in WAIT."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            blocked = [c for c in r.client_list() if c.get("cmd") == "wait"]
+            if blocked:
+                act(blocked[0])  # type: ignore[operator]
+                return
+            time.sleep(0.01)  # polling CLIENT LIST for the submission to reach WAIT
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_lost_during_wait_is_not_replicated_with_the_job_ids(
+    settings: Settings, promoted: str, r: redis.Redis
+) -> None:
+    # WAIT long enough for the connection to be killed while it blocks.
+    strict = settings.model_copy(update={"min_replicas": 1, "min_replicas_timeout": 5.0})
+    with Client(settings=strict) as client:
+        client.redis.script_load(records.SUBMIT)  # the first pipeline is not a NOSCRIPT one
+        before = r.llen(strict.queue)
+        killer = _during_wait(r, lambda c: r.client_kill_filter(_id=c["id"]))
+        with pytest.raises(NotReplicated) as caught:
+            client.submit(promoted, ROWS)
+        killer.join(10)
+    # Not "Redis unavailable, start it": the job was written, and the caller holds its ID.
+    assert "connection to Redis dropped" in caught.value.message
+    [job_id] = caught.value.job_ids
+    assert r.hget(f"predictq:job:{job_id}", "status") == "queued"
+    assert r.llen(strict.queue) == before + 1
+
+
+@pytest.mark.skipif(not available(), reason="needs /usr/bin/redis-server")
+@pytest.mark.timeout(60)
+def test_a_primary_turning_replica_during_wait_is_not_replicated(
+    tmp_path: Path, fitted: LogisticRegression
+) -> None:
+    # A switchover makes the old primary a replica; its blocked WAIT gets an UNBLOCKED error.
+    port = free_port()
+    server = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--dir", str(tmp_path),
+                               "--logfile", str(tmp_path / "redis.log")])  # fmt: skip
+    try:
+        r = redis.Redis(port=port, decode_responses=True)
+        wait_for(lambda: _pings(r), 10, "redis-server")
+        settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", home=tmp_path / "home",
+                            min_replicas=1, min_replicas_timeout=5.0)  # fmt: skip
+        Registry(settings=settings).register("clf", fitted, promote=True)
+        r.script_load(records.SUBMIT)
+        demote = _during_wait(r, lambda c: r.replicaof("127.0.0.1", free_port()))
+        with Client(settings=settings) as client, pytest.raises(NotReplicated) as caught:
+            client.submit("clf", ROWS)
+        demote.join(10)
+        assert caught.value.job_ids and "0 of PREDICTQ_MIN_REPLICAS=1" in caught.value.message
+        # Now a replica, it refuses the script: one transient line, not a raw ReadOnlyError.
+        with Client(settings=settings) as client, pytest.raises(RedisUnavailable) as refused:
+            client.submit("clf", ROWS)
+        assert refused.value.transient and "read-only replica" in refused.value.message
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _pings(r: redis.Redis) -> bool:
+    try:
+        return bool(r.ping())
+    except redis.RedisError:
+        return False
 
 
 SCENARIOS = [("kill", 1), ("kill", 0), ("switchover", 1), ("switchover", 0)]

@@ -11,7 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from registry import DEFAULT_ALIAS, InvalidInput, JobNotCancellable, JobNotFound, NotReplicated
+from registry import (
+    DEFAULT_ALIAS,
+    InvalidInput,
+    JobNotCancellable,
+    JobNotFound,
+    NotReplicated,
+    RedisUnavailable,
+)
 
 from ..admission import is_oom, out_of_memory
 from ..contract import JobResult
@@ -111,10 +118,21 @@ def _submit(
         # never learns, so they are taken back rather than left to run unseen.
         if chosen:
             raise
-        svc.client.cancel_many(e.job_ids[: e.enqueued])
+        said = e.message.partition(": it may")[0]
+        try:
+            svc.client.cancel_many(e.job_ids[: e.enqueued])
+        except JobNotFound:
+            # Some never reached the primary, or were lost with it in a failover: nothing of
+            # them can run. The others were cancelled before this was raised.
+            pass
+        except RedisUnavailable as gone:
+            raise NotReplicated(
+                f"{said}, and they could not be cancelled ({gone.message}): they may still run "
+                "once; submit again with job_id set, so that a retry is never a second job"
+            ) from e
         raise NotReplicated(
-            e.message.partition(": it may")[0] + ": the jobs were cancelled (any a worker had "
-            "already started runs to its end); submit again, with job_id set to make retries safe"
+            said + ": the jobs were cancelled (any a worker had already started runs to its "
+            "end); submit again, with job_id set to make retries safe"
         ) from e
     except BaseException:
         svc.owners.release(who.name, claimed)
