@@ -211,3 +211,22 @@ def test_sending_task_events_never_blocks_a_consumer_when_the_broker_is_away(
             events.flush()
         assert time.monotonic() - began < 5
         wait_for(lambda: "dropped" in caplog.text, 30, "the drop to be logged")
+
+
+def test_the_task_events_backlog_holds_a_bounded_number_of_jobs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sender stuck on the broker must not keep whole batches (their rows and predictions)
+    in memory without bound: past the job bound, a batch's events are dropped at once."""
+    from worker import events as ev
+    from worker.batching import Job
+
+    events = ev.TaskEvents(Celery(broker=f"redis://127.0.0.1:{free_port()}/0"), "node@host")
+    batch = [Job(f"job-{i}", None, started_at=f"{time.time():.6f}") for i in range(1024)]
+    with caplog.at_level(logging.WARNING, logger="worker.events"):
+        for _ in range(3 * ev._BACKLOG_JOBS // len(batch)):
+            events.started(batch)
+            events.flush()
+            # Never more than the bound waits, whatever the sender is doing.
+            assert events._queued_jobs <= ev._BACKLOG_JOBS
+        wait_for(lambda: "dropped" in caplog.text, 30, "the drop to be logged")

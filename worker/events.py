@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 
 # Batches of events waiting for the sender thread; past this many, new ones are dropped.
 _BACKLOG = 256
+# And past this many jobs: a backlog holds the jobs themselves (rows, predictions), so a sender
+# stuck on a slow or half-open broker connection must not hold 256 full batches' worth.
+_BACKLOG_JOBS = 8192
+# Seconds a publish may block on the broker's socket: kombu's Redis connection has no timeout by
+# default, and a half-open one (a NAT drop, a demoted primary) would stall the sender for the
+# kernel's ~15 minutes while the backlog fills.
+_SOCKET_TIMEOUT = 10.0
 # At most this many events in one message (a batch of 1024 jobs sends about 3000).
 _MAX_EVENTS = 5000
 # Characters of a job's predictions shown as the task's result.
@@ -66,6 +73,8 @@ class TaskEvents:
         self._producer: Producer | None = None
         self._dropped = 0
         self._said = -_LOG_EVERY
+        self._queued_jobs = 0  # jobs in the backlog, under _lock (two threads update it)
+        self._lock = threading.Lock()
 
     def started(self, jobs: Sequence[Job]) -> None:
         """Jobs START marked running (called by the consumer thread: keeps references only)."""
@@ -88,10 +97,17 @@ class TaskEvents:
             self._thread = threading.Thread(target=self._send, name="predictq-task-events",
                                             daemon=True)  # fmt: skip
             self._thread.start()
-        try:
-            self._backlog.put_nowait(pending)
-        except queue.Full:
-            self._drop(sum(len(jobs) for _, jobs, _ in pending), "the sender is behind")
+        jobs = sum(len(jobs) for _, jobs, _ in pending)
+        with self._lock:
+            full = self._queued_jobs + jobs > _BACKLOG_JOBS
+            if not full:
+                try:
+                    self._backlog.put_nowait(pending)
+                    self._queued_jobs += jobs
+                except queue.Full:
+                    full = True
+        if full:
+            self._drop(jobs, "the sender is behind")
 
     def drain(self, timeout: float = 2.0) -> None:
         """Give the sender a moment to publish what is queued, before this process exits."""
@@ -124,6 +140,8 @@ class TaskEvents:
                 self._reset()
                 self._drop(sum(len(jobs) for batch in items for _, jobs, _ in batch),
                            f"{type(e).__name__}: {e}")  # fmt: skip
+            with self._lock:
+                self._queued_jobs -= sum(len(jobs) for batch in items for _, jobs, _ in batch)
             for _ in items:
                 self._backlog.task_done()
 
@@ -163,7 +181,9 @@ class TaskEvents:
 
     def _publish(self, events: list[dict[str, Any]]) -> None:
         if self._producer is None:
-            connection = self.app.connection_for_write()
+            connection = self.app.connection_for_write(transport_options={
+                "socket_timeout": _SOCKET_TIMEOUT, "socket_connect_timeout": _SOCKET_TIMEOUT,
+            })  # fmt: skip
             self._exchange = get_exchange(connection, name=self.app.conf.event_exchange)
             self._producer = Producer(  # type: ignore[no-untyped-call]
                 connection, exchange=self._exchange, auto_declare=False
