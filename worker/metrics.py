@@ -66,6 +66,8 @@ __all__ = [
     "process_exited",
 ]
 
+from .pids import pid_alive
+
 log = logging.getLogger(__name__)
 
 # Queue waits reach minutes under a backlog; runs are milliseconds to the time limit.
@@ -429,16 +431,6 @@ def _pid_of(path: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _fold(state: _State, pid: int, *, confirm: Callable[[int], bool]) -> None:
     """Add a dead process's counters and histograms to the node's file and delete its files.
 
@@ -477,7 +469,7 @@ def process_exited(pid: int) -> None:
     if not state.node.lock.acquire(timeout=1.0):
         return
     try:
-        _fold(state, pid, confirm=lambda p: not _alive(p))
+        _fold(state, pid, confirm=lambda p: not pid_alive(p))
     finally:
         state.node.lock.release()
 
@@ -486,8 +478,8 @@ def _fold_dead(state: _State) -> None:
     """Fold the files of processes that are gone but whose exit nobody reported."""
     pids = {_pid_of(p) for p in glob.glob(os.path.join(state.directory, "*.db"))}
     for pid in sorted(p for p in pids if p is not None and p != state.node_pid):
-        if not _alive(pid):
-            _fold(state, pid, confirm=lambda p: not _alive(p))
+        if not pid_alive(pid):
+            _fold(state, pid, confirm=lambda p: not pid_alive(p))
 
 
 class NodeCollector:

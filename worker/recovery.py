@@ -42,6 +42,7 @@ from registry import Settings, keys
 
 from . import ledger, metrics
 from .events import TaskEvents
+from .pids import pid_alive
 from .takeover import FAIL, Recovery
 
 log = logging.getLogger(__name__)
@@ -123,16 +124,6 @@ _LOST_QUEUED = orjson.dumps({"code": "worker_lost", "message": (
 )})  # fmt: skip
 # kombu's Redis transport keeps messages it delivered to Celery's consumer here until acked.
 _KOMBU_UNACKED = "unacked"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _owner(worker: str) -> tuple[str, int] | None:
@@ -262,7 +253,7 @@ class Sweeper(threading.Thread):
                 # The pool's own list tells a pool process from an unrelated one that got a
                 # dead one's pid, before anything is killed; a process forked a moment ago may
                 # not be on that list yet, so whether one lives is asked of the system.
-                alive = _pid_alive(pid)
+                alive = pid_alive(pid)
                 ours = local is None or pid in local
                 if (
                     alive
