@@ -54,6 +54,18 @@ class Job:
     def fail(self, error: PredictqError) -> None:
         self.status, self.error = "failed", error
 
+    @property
+    def model_name(self) -> str:
+        """The model the job asked for (its request's, or what an unreadable message named)."""
+        return self.request.model if self.request is not None else self.model
+
+    @property
+    def ran_version(self) -> int | None:
+        """The version the job ran on, else the one it was pinned to, else None."""
+        if self.version is not None:
+            return self.version
+        return self.request.version if self.request is not None else None
+
 
 class _Models:
     """The models one batch runs on, looked up once per (model, version, alias) per batch."""

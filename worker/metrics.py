@@ -308,13 +308,8 @@ def _never_raises(record: Callable[_P, None]) -> Callable[_P, None]:
 
 
 def _version(job: Job) -> str:
-    r = job.request
-    version = job.version if job.version is not None else (r.version if r else None)
+    version = job.ran_version
     return "" if version is None else str(version)
-
-
-def _model(job: Job) -> str:
-    return job.request.model if job.request is not None else job.model
 
 
 @_never_raises
@@ -335,13 +330,8 @@ def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) 
     for job, wrote in zip(jobs, written, strict=True):
         if not wrote:
             continue
-        r = job.request
-        if r is not None:
-            model, version = r.model, job.version if job.version is not None else r.version
-        else:
-            model, version = job.model, job.version
-        model = label(model)
-        key = (model, "" if version is None else str(version), job.status)
+        model = label(job.model_name)
+        key = (model, _version(job), job.status)
         ended[key] = ended.get(key, 0) + 1
         if job.error is not None:
             code = (model, job.error.code)
@@ -377,7 +367,7 @@ def jobs_ended(jobs: Sequence[Job], written: Sequence[Any], finished_at: float) 
 @_never_raises
 def jobs_cancelled(jobs: Sequence[Job]) -> None:
     """Count cancelled jobs, met (once each) when a worker takes their message."""
-    _count([(_model(j), _version(j), "") for j in jobs], "cancelled")
+    _count([(j.model_name, _version(j), "") for j in jobs], "cancelled")
 
 
 @_never_raises

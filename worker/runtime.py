@@ -489,10 +489,9 @@ class Runtime:
     def _told(self, job: Job, finished_at: str, error: bytes) -> bytes:
         """The JSON of the job's result as FINISH writes it, for the job's own wake-up list."""
         r = job.request
-        version = job.version if job.version is not None else (r.version if r else None)
         head = orjson.dumps({
-            "id": job.id, "status": job.status, "model": r.model if r else job.model,
-            "alias": r.alias if r else None, "version": version,
+            "id": job.id, "status": job.status, "model": job.model_name,
+            "alias": r.alias if r else None, "version": job.ran_version,
             "submitted_at": job.submitted_at, "started_at": job.started_at,
             "finished_at": finished_at, "attempts": job.attempts, "worker": self.worker,
         })  # fmt: skip
