@@ -35,10 +35,10 @@ test-servers: install
 	test -x $(DEBIAN_REDIS) || { echo "test-servers: no $(DEBIAN_REDIS) (apt-get install redis-server)"; exit 1; }; \
 	status=0; \
 	echo "== the suite on $$valkey"; \
-	PREDICTQ_REDIS_SERVER="$$valkey" $(BIN)/pytest $(PYTEST_ARGS) || status=1; \
+	PREDICTQ_REDIS_SERVER="$$valkey" $(BIN)/pytest --durations=25 $(PYTEST_ARGS) || status=1; \
 	echo "== the server-dependent tests on $(DEBIAN_REDIS)"; \
 	ignore=$$(for t in $(SERVER_INDEPENDENT); do printf ' --ignore=tests/%s.py' $$t; done); \
-	PREDICTQ_REDIS_SERVER="$(DEBIAN_REDIS)" $(BIN)/pytest $$ignore $(PYTEST_ARGS) || status=1; \
+	PREDICTQ_REDIS_SERVER="$(DEBIAN_REDIS)" $(BIN)/pytest --durations=25 $$ignore $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 lint: install
