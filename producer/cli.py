@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from registry import DEFAULT_ALIAS, InvalidInput, Overloaded
 
 from .client import Client
+from .contract import JobResult
 from .files import read_csv
 
-console = Console()
+
+def _exit_unless_succeeded(results: Sequence[JobResult]) -> None:
+    """Exit 1, naming them on stderr, when a final record is not ``succeeded``.
+
+    A job still queued or running (``result`` without ``--wait``) is not a failure.
+    """
+    bad = [r for r in results if r.done and r.status != "succeeded"]
+    if not bad:
+        return
+    named = "; ".join(f"{r.id} {r.status}" + (f" ({r.error.code}: {r.error.message})"
+                                              if r.error else "") for r in bad[:5])  # fmt: skip
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    typer.echo(f"error: {len(bad)} of {len(results)} job(s) did not succeed: {named}{more}",
+               err=True)  # fmt: skip
+    raise typer.Exit(1)
 
 
 def submit(
@@ -41,6 +56,7 @@ def submit(
     """Submit prediction jobs; prints job IDs, or the results with --wait.
 
     Overloaded (queue or Redis memory full): one line on stderr, exit code 1, nothing enqueued.
+    With --wait, exit code 1 when any job did not succeed (every record is still printed).
     """
     if (rows is None) == (file is None):
         raise InvalidInput("give exactly one of --rows JSON or --file CSV")
@@ -68,15 +84,25 @@ def submit(
         for i in ids:
             typer.echo(i)
         return
-    for result in client.wait_many(ids, timeout=timeout):
+    results = client.wait_many(ids, timeout=timeout)
+    for result in results:
         typer.echo(result.model_dump_json())
+    _exit_unless_succeeded(results)
 
 
 def result(
     job_id: str = typer.Argument(help="Job ID."),
     wait: float | None = typer.Option(None, "--wait", help="Wait up to SECONDS for the end."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON (the default already; accepted like other commands)."
+    ),
 ) -> None:
-    """Print a job's record as JSON."""
+    """Print a job's record as JSON.
+
+    Exit code 1 when the job ended failed or cancelled (the record is still printed), or when
+    --wait ran out; 3 for an unknown or expired job ID.
+    """
     client = Client()
     found = client.wait(job_id, timeout=wait) if wait else client.result(job_id)
     typer.echo(found.model_dump_json())
+    _exit_unless_succeeded([found])

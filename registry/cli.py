@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from .console import echo_json, make_console, make_table
 from .errors import InvalidInput, SchemaWarning
 from .registry import DEFAULT_ALIAS, Registry
 from .schema import InputSchema
 
 app = typer.Typer(help="Register, promote, roll back and inspect model versions.",
                   no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
-console = Console()
+console = make_console()  # literal text (a name or path may hold [brackets]), unwrapped piped
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -66,8 +65,7 @@ def register(
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     promoted = f" and promoted to {alias!r}" if promote else ""
-    console.print(f"registered [bold]{name}[/] v{meta.version} (sha256 {meta.sha256[:12]}...)"
-                  f"{promoted}", highlight=False)  # fmt: skip
+    console.print(f"registered {name} v{meta.version} (sha256 {meta.sha256[:12]}...){promoted}")
     _print_schema(meta.signature.input_schema)
 
 
@@ -85,8 +83,8 @@ def _read_example(path: Path) -> Any:
 
 
 def _print_schema(schema: InputSchema) -> None:
-    table = Table("column", "type", "missing allowed", "known values",
-                  title=f"input schema (from the {schema.source})")  # fmt: skip
+    table = make_table("column", "type", "missing allowed", "known values",
+                       title=f"input schema (from the {schema.source})")  # fmt: skip
     for column in schema.columns:
         known = column.categories
         shown = "-" if known is None else ", ".join(str(k) for k in known[:10])
@@ -97,10 +95,15 @@ def _print_schema(schema: InputSchema) -> None:
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list (see README)."),
+) -> None:
     """List every model with its versions and aliases."""
     reg = Registry()
-    table = Table("model", "versions", "aliases", "latest")
+    if as_json:
+        echo_json([_summary(reg, name) for name in reg.models()])
+        return
+    table = make_table("model", "versions", "aliases", "latest")
     for name in reg.models():
         versions = reg.versions(name)
         aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(reg.aliases(name).items()))
@@ -114,19 +117,43 @@ def list_models() -> None:
     console.print(table)
 
 
+def _summary(reg: Registry, name: str) -> dict[str, Any]:
+    """A model as ``models list --json`` prints it."""
+    versions = reg.versions(name)
+    latest = versions[-1] if versions else None
+    return {
+        "name": name,
+        "versions": [m.version for m in versions],
+        "aliases": reg.aliases(name),
+        "latest": latest.version if latest else None,
+        "latest_created_at": latest.created_at.isoformat() if latest else None,
+    }
+
+
 @app.command()
 def show(
     name: str = typer.Argument(help="Model name."),
     version: int | None = typer.Argument(None, help="A version; all versions when omitted."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (see README)."),
 ) -> None:
     """Show a model's versions, aliases and history, or one version's full metadata."""
     reg = Registry()
     if version is not None:
         # JSON alone, for scripts: the schema is in it (signature.input_schema).
-        console.print_json(reg.get(name, version=version).model_dump_json())
+        record = reg.get(name, version=version).model_dump_json()
+        if as_json:
+            typer.echo(record)
+        else:
+            console.print_json(record)
+        return
+    if as_json:
+        echo_json({"name": name, "aliases": reg.aliases(name),
+                   "versions": [m.model_dump(mode="json") for m in reg.versions(name)],
+                   "history": [e.model_dump(mode="json") for e in reg.history(name)]})  # fmt: skip
         return
     aliases = reg.aliases(name)
-    table = Table("version", "aliases", "estimator", "features", "sha256", "created", "metrics")
+    table = make_table("version", "aliases", "estimator", "features", "sha256", "created",
+                       "metrics")  # fmt: skip
     for meta in reg.versions(name):
         on = ", ".join(a for a, v in aliases.items() if v == meta.version)
         if meta.archived:
@@ -143,7 +170,8 @@ def show(
         _print_schema(reg.get(name, version=served).signature.input_schema)
     history = reg.history(name)[-10:]
     if history:
-        hist = Table("when", "action", "alias", "from", "to", "who", title="promotion history")
+        hist = make_table("when", "action", "alias", "from", "to", "who",
+                          title="promotion history")  # fmt: skip
         for e in history:
             hist.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.alias or "-",
                          f"v{e.from_version}" if e.from_version else "-", f"v{e.to_version}",

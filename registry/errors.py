@@ -1,7 +1,8 @@
 """predictq's one error hierarchy.
 
-Each class carries a stable ``code`` (the result record's ``error.code``) and the HTTP status
-the gateway answers with, so one name means the same thing in Python, in Redis and over HTTP.
+Each class carries a stable ``code`` (the result record's ``error.code``), the HTTP status the
+gateway answers with and the exit status of the ``predictq`` command line, so one name means the
+same thing in Python, in Redis, over HTTP and in a script.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class PredictqError(Exception):
 
     code: str = "internal"
     http_status: int = 500
+    # The command line exits with this (README, "Exit codes and scripting"): 1 failure,
+    # 2 bad input, 3 not found. Scripts branch on it, so a class keeps its number.
+    exit_code: int = 1
 
     def __init__(
         self,
@@ -45,6 +49,7 @@ class InvalidInput(PredictqError):
 
     code = "invalid_input"
     http_status = 422
+    exit_code = 2
 
 
 class InvalidName(InvalidInput):
@@ -56,6 +61,7 @@ class ModelNotFound(PredictqError):
 
     code = "model_not_found"
     http_status = 404
+    exit_code = 3
 
 
 class NothingToRollBack(PredictqError):
@@ -112,6 +118,7 @@ class JobNotFound(PredictqError):
 
     code = "job_not_found"
     http_status = 404
+    exit_code = 3
 
 
 class JobTimeout(PredictqError):

@@ -38,7 +38,7 @@ def test_models_commands_register_promote_show_and_roll_back(env, fitted, tmp_pa
     back = predictq(env, "models", "rollback", "clf")
     assert "rolled back to v1" in back.stdout
     missing = predictq(env, "models", "show", "nope")
-    assert missing.returncode == 1
+    assert missing.returncode == 3  # not found
     assert "no model named 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -65,7 +65,7 @@ def test_submit_and_result_commands_print_json_records(
     assert bad.returncode == 2
     assert "row 0 has 2 values, the model expects 6 features" in bad.stderr
     gone = predictq(env, "result", "missing-id")
-    assert gone.returncode == 1 and "never submitted" in gone.stderr
+    assert gone.returncode == 3 and "never submitted" in gone.stderr  # not found
 
 
 def test_status_shows_workers_promoted_versions_and_throughput(env, client, promoted, worker):

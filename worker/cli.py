@@ -10,13 +10,21 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from producer import cli as producer_cli
-from registry import PredictqError, RedisUnavailable, Registry, get_settings, keys
+from registry import (
+    InvalidInput,
+    JobNotFound,
+    PredictqError,
+    RedisUnavailable,
+    Registry,
+    get_settings,
+    keys,
+)
 from registry import cli as registry_cli
 from registry.connection import connect, resolve_url
+from registry.console import echo_json, make_console, make_table
 from registry.embedded import stop_embedded
 from registry.servers import check_server_version
 
@@ -29,13 +37,14 @@ app.add_typer(registry_cli.app, name="models")
 app.command()(producer_cli.submit)
 app.command()(producer_cli.result)
 redis_app = typer.Typer(help="The embedded local Redis.", no_args_is_help=True,
-                        )  # fmt: skip
+                        rich_markup_mode=None)  # fmt: skip
 app.add_typer(redis_app, name="redis")
 dead_app = typer.Typer(help="Dead letters: contained poison jobs and refused messages.",
                        no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 app.add_typer(dead_app, name="dead")
-console = Console()
-err = Console(stderr=True)
+# Literal text, never wrapped when piped (registry/console.py).
+console = make_console()
+err = make_console(stderr=True)
 # How long `predictq worker` waits at start for a Redis that is down, saying so every few seconds.
 _START_PATIENCE = 30.0
 _SAY_EVERY = 5.0
@@ -144,8 +153,7 @@ def status(
 
     settings = get_settings()
     r = Registry(settings=settings).redis
-    # Piped output is read by scripts and greps: never wrapped at 80 columns.
-    out = Console(width=None if sys.stdout.isatty() else 10_000)
+    out = console  # piped output is read by scripts and greps: never wrapped at 80 columns
     try:
         while True:
             snap = snapshot(r, settings, minutes=minutes)
@@ -234,17 +242,25 @@ def redis_stop() -> None:
 
 
 @dead_app.command("list")
-def dead_list(limit: int = typer.Option(20, "--limit", "-n", min=1)) -> None:
+def dead_list(
+    limit: int = typer.Option(20, "--limit", "-n", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list (see README)."),
+) -> None:
     """Show the newest dead letters."""
     from .dead_letters import list_dead
 
-    table = Table("job", "code", "attempts", "when", "message", title="dead letters")
-    for entry in list_dead(Registry().redis, limit):
+    entries = list_dead(Registry().redis, limit)
+    if as_json:
+        echo_json([{"id": e.get("id"), "error": e["error"], "attempts": e.get("attempts"),
+                    "at": e["at"], "message": e.get("message")} for e in entries])  # fmt: skip
+        return
+    table = make_table("job", "code", "attempts", "when", "message", title="dead letters")
+    for entry in entries:
         table.add_row(
             str(entry.get("id") or "(no id)"), entry["error"]["code"],
             str(entry.get("attempts", "-")),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["at"])),
-            Text(entry["error"]["message"]),  # literally: a message may hold [brackets]
+            entry["error"]["message"],
         )  # fmt: skip
     console.print(table)
 
@@ -253,19 +269,34 @@ def dead_list(limit: int = typer.Option(20, "--limit", "-n", min=1)) -> None:
 def dead_retry(
     job_ids: list[str] = typer.Argument(None, help="Job IDs to retry."),
     all_: bool = typer.Option(False, "--all", help="Retry every dead letter."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list (see README)."),
 ) -> None:
-    """Queue dead-lettered jobs again, with their attempts reset."""
-    from .dead_letters import retry_dead
+    """Queue dead-lettered jobs again, with their attempts reset.
+
+    Exits 3 when a named ID has no dead letter (the others are still retried), 1 when one
+    could not be retried (its record expired, or no message was kept).
+    """
+    from .dead_letters import UNRETRYABLE, retry_dead
 
     if not job_ids and not all_:
-        raise PredictqError("name the job IDs to retry, or pass --all")
+        raise InvalidInput("name the job IDs to retry, or pass --all")
     settings = get_settings()
     outcomes = retry_dead(Registry(settings=settings).redis, settings,
                           None if all_ else set(job_ids))  # fmt: skip
-    for job_id, outcome in outcomes.items():
-        console.print(f"{job_id}: {outcome}")
-    if not outcomes:
-        console.print("no matching dead letters")
+    missing = [] if all_ else [j for j in dict.fromkeys(job_ids) if j not in outcomes]
+    if as_json:
+        echo_json([{"id": j, "outcome": o} for j, o in outcomes.items()]
+                  + [{"id": j, "outcome": "not_found"} for j in missing])  # fmt: skip
+    else:
+        for job_id, outcome in outcomes.items():
+            console.print(f"{job_id}: {outcome}")
+        if not outcomes and not missing:
+            console.print("no dead letters")
+    if missing:
+        raise JobNotFound(f"no dead letter for {', '.join(missing)}: copy the full job ID "
+                          "from `predictq dead list`")  # fmt: skip
+    if any(o in UNRETRYABLE for o in outcomes.values()):
+        raise typer.Exit(1)
 
 
 def print_error(error: PredictqError) -> None:
@@ -281,4 +312,4 @@ def main() -> None:
         app()
     except PredictqError as e:
         print_error(e)
-        sys.exit(2 if e.code == "invalid_input" else 1)
+        sys.exit(e.exit_code)  # 1 failure, 2 bad input, 3 not found (README)

@@ -46,8 +46,16 @@ def list_dead(client: redis.Redis, limit: int = 100) -> list[dict[str, Any]]:
     return [orjson.loads(e) for e in client.lrange(keys.DEAD, 0, limit - 1)]
 
 
+# Outcomes of retry_dead that leave a job unretried: its record expired, or no message was kept.
+UNRETRYABLE = frozenset({"expired", "no_message"})
+
+
 def retry_dead(client: redis.Redis, settings: Settings, job_ids: set[str] | None) -> dict[str, str]:
-    """Queue again the dead-lettered jobs in ``job_ids`` (all when None): id -> outcome."""
+    """Queue again the dead-lettered jobs in ``job_ids`` (all when None): id -> outcome.
+
+    An outcome is ``retried``, ``gone`` (another retry took it), ``expired``, ``no_message`` or
+    the job's status when it is no longer ``failed``. IDs with no dead letter have no outcome.
+    """
     script = client.register_script(RETRY)
     outcomes: dict[str, str] = {}
     for raw in client.lrange(keys.DEAD, 0, -1):
@@ -56,7 +64,7 @@ def retry_dead(client: redis.Redis, settings: Settings, job_ids: set[str] | None
         if not job_id or (job_ids is not None and job_id not in job_ids):
             continue
         if not message:
-            outcomes[job_id] = "no message to retry"
+            outcomes[job_id] = "no_message"
             continue
         outcomes[job_id] = str(
             script(

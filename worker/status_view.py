@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
+from registry.console import make_table
 from registry.status import Snapshot
 
 __all__ = ["render"]
@@ -31,8 +31,8 @@ def render(snap: Snapshot, queue: str) -> RenderableType:
         parts.append(Text(f"queue {name}: {depth.jobs} job(s) queued, in {depth.messages} "
                           "message(s)"))  # fmt: skip
     parts.append(Text(f"running: {snap.running} job(s); dead letters: {snap.dead_letters}"))
-    workers = Table("worker", "pid", "concurrency", "consumers", "serving", "up",
-                    title=f"workers ({len(snap.workers)})")  # fmt: skip
+    workers = make_table("worker", "pid", "concurrency", "consumers", "serving", "up",
+                         title=f"workers ({len(snap.workers)})")  # fmt: skip
     for w in snap.workers:
         serving = ", ".join(f"{k}=v{v}" for k, v in w.serving.items())
         workers.add_row(Text(w.name), str(w.pid), str(w.concurrency),
@@ -41,7 +41,8 @@ def render(snap: Snapshot, queue: str) -> RenderableType:
     parts.append(workers)
     recent = snap.recent
     title = "models" + (f" (last {recent.minutes} minutes)" if recent else "")
-    models = Table("model", "aliases", "succeeded", "failed", "cancelled", "jobs/min", title=title)
+    models = make_table("model", "aliases", "succeeded", "failed", "cancelled", "jobs/min",
+                        title=title)  # fmt: skip
     names = sorted(set(snap.served) | set(recent.models if recent else {}))
     for name in names:
         aliases = ", ".join(f"{a}=v{v}" for a, v in snap.served.get(name, {}).items())
