@@ -7,7 +7,6 @@ from typing import Any
 
 import joblib
 import numpy as np
-import sklearn
 
 from .errors import InvalidInput
 from .models import Environment, Signature
@@ -75,6 +74,10 @@ def first_line(error: BaseException, limit: int = 300) -> str:
 
 def current_environment() -> Environment:
     """The versions of Python and the libraries in this process."""
+    # Imported here, not at module level: importing scikit-learn takes seconds, and commands
+    # that never touch a model (`predictq result`, `status`, `dead list`) should not pay them.
+    import sklearn
+
     return Environment(
         python=platform.python_version(),
         sklearn=sklearn.__version__,

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import sklearn
 
 from producer import JobRequest
 from registry import InvalidInput, ModelNotFound, PredictqError, check_probabilities
@@ -186,6 +185,10 @@ def configure_sklearn() -> None:
     Every row is checked for NaN and infinity before it reaches a model, so scikit-learn's own
     finiteness check is skipped: on a small batch it costs as much as the prediction.
     """
+    # Imported here: importing scikit-learn takes seconds, and every `predictq` command imports
+    # this package; only the processes that run models pay for it.
+    import sklearn
+
     sklearn.set_config(assume_finite=True)
 
 

@@ -50,6 +50,10 @@ def install(url: str, *, task_events: bool = False, metrics_port: int | None = N
     main process, before the pool forks) and serve them."""
     _state["url"] = url
     _state["task_events"] = task_events
+    # scikit-learn is imported lazily so that commands which never run a model start fast; a
+    # worker imports it here, once, before the pool forks, so pool processes share it.
+    import sklearn  # noqa: F401
+
     if metrics_port:
         from registry.connection import connect
         from registry.gauges import ClusterCollector
