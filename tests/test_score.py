@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from producer import Client
-from registry import Registry, Settings
+from registry import InvalidInput, Registry, Settings
 
 from .conftest import REPO, RedisServer, Worker, finished, wait_for
 
@@ -143,3 +143,157 @@ def test_a_million_rows_come_back_in_order_with_their_ids(
     expected = models["named"].predict(frame[FEATURES])
     assert np.array_equal(out["prediction"].to_numpy(), expected)
     assert set(out["version"]) == {1} and set(out["error"]) == {""}
+
+
+@pytest.mark.timeout(60)
+def test_parquet_and_json_lines_in_and_out_with_kept_columns_and_probabilities(
+    client: Client, models: dict[str, Any], data: Path
+) -> None:
+    frame = _frame(20_000, 2)
+    frame["id"] = np.arange(20_000, dtype=np.int64) * 7
+    frame["segment"] = np.where(frame["a"] > 0, "up", "down")
+    expected = models["named"].predict(frame[FEATURES])
+    proba = models["named"].predict_proba(frame[FEATURES])
+    # Parquet in (features after the kept column: matched by name), JSON Lines out.
+    pq.write_table(pa.Table.from_pandas(frame[["id", "segment", *FEATURES[::-1]]],
+                                        preserve_index=False), data / "in.parquet")  # fmt: skip
+    summary = client.score("named", data / "in.parquet", data / "out.jsonl", id_column="id",
+                           keep=["segment"], probabilities=True, rows_per_job=500)  # fmt: skip
+    assert (summary.rows, summary.failed, summary.jobs) == (20_000, 0, 40)
+    lines = [json.loads(line) for line in (data / "out.jsonl").read_text().splitlines()]
+    assert list(lines[0]) == ["id", "segment", "prediction", "proba_0", "proba_1", "version",
+                              "error"]  # fmt: skip
+    assert [x["id"] for x in lines] == frame["id"].tolist()
+    assert [x["segment"] for x in lines] == frame["segment"].tolist()
+    assert [x["prediction"] for x in lines] == expected.tolist()
+    assert np.allclose([[x["proba_0"], x["proba_1"]] for x in lines], proba)
+    # JSON Lines in, Parquet out: the ID keeps its type.
+    frame.to_json(data / "in.ndjson", orient="records", lines=True)
+    summary = client.score("named", data / "in.ndjson", data / "again.parquet", id_column="id",
+                           keep=["segment"], rows_per_job=500)  # fmt: skip
+    assert summary.failed == 0
+    table = pq.read_table(data / "again.parquet")
+    assert table.schema.field("id").type == pa.int64()
+    assert table.column("id").to_pylist() == frame["id"].tolist()
+    assert table.column("prediction").to_pylist() == expected.tolist()
+    assert set(table.column("error").to_pylist()) == {""}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("header", [True, False])
+def test_a_numpy_model_takes_the_other_columns_in_file_order_with_or_without_a_header(
+    client: Client, models: dict[str, Any], data: Path, header: bool
+) -> None:
+    frame = _frame(5_000, 3)
+    path = data / f"plain-{header}.csv"
+    _write_csv(frame, path, header=header)
+    id_column = "id" if header else "0"
+    summary = client.score("plain", path, data / f"plain-{header}-out.csv", id_column=id_column,
+                           rows_per_job=250)  # fmt: skip
+    assert (summary.rows, summary.failed) == (5_000, 0)
+    out = pd.read_csv(data / f"plain-{header}-out.csv", keep_default_na=False)
+    assert out[id_column].tolist() == frame["id"].tolist()
+    expected = models["plain"].predict(frame[FEATURES].to_numpy())
+    assert np.array_equal(out["prediction"].to_numpy(), expected)
+
+
+def _jobs(r: redis.Redis) -> list[str]:
+    return list(r.scan_iter(match="predictq:job:score-*", count=10_000))
+
+
+@pytest.mark.timeout(90)
+def test_a_run_killed_halfway_resumes_without_running_any_job_twice(
+    env: dict[str, str], client: Client, models: dict[str, Any], r: redis.Redis, data: Path
+) -> None:
+    frame = _frame(300_000, 4)
+    path = data / "resume.csv"
+    _write_csv(frame, path)
+    out = data / "resume-out.csv"
+    args = ["named", str(path), "-o", str(out), "--id-column", "id", "--json"]
+    before, results_before = set(_jobs(r)), finished(r)
+    log = data / "first-run.log"
+    with open(log, "wb") as f:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "worker", "score", *args],
+            env={**os.environ, **env}, cwd=REPO, stdout=f, stderr=f,
+        )  # fmt: skip
+    try:
+        # SIGKILL once the first blocks are written to the partial output file.
+        wait_for(lambda: any(p.stat().st_size > 0 for p in data.glob(".resume-out.csv.*.partial"))
+                 or first.poll() is not None, 60, "the first blocks of output")  # fmt: skip
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL, log.read_text()
+    assert not out.exists()
+    submitted_first = len(set(_jobs(r)) - before)
+    assert 0 < submitted_first < 300
+
+    second = _run(env, *args)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["jobs"] == 300
+    # Only the jobs the first run never submitted were submitted; none was run twice.
+    assert summary["jobs_submitted"] == 300 - submitted_first
+    assert summary["jobs_already_done"] + summary["jobs_resumed"] == submitted_first
+    ours = sorted(set(_jobs(r)) - before)
+    assert len(ours) == 300
+    assert finished(r) - results_before == 300
+    attempts = r.pipeline()
+    for key in ours:
+        attempts.hget(key, "attempts")
+    assert set(attempts.execute()) == {"1"}
+    result = pd.read_csv(out, keep_default_na=False)
+    assert result["id"].tolist() == frame["id"].tolist()
+    assert np.array_equal(result["prediction"].to_numpy(),
+                          models["named"].predict(frame[FEATURES]))  # fmt: skip
+    assert not list(data.glob(".resume-out.csv.*.partial"))
+
+
+@pytest.mark.timeout(60)
+def test_bad_rows_carry_their_error_and_the_others_their_prediction(
+    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"id": range(1000), "plan": rng.choice(["free", "pro"], 1000),
+                          "a": rng.normal(size=1000).round(4).astype(str)})  # fmt: skip
+    frame.loc[5, "a"] = "abc"  # not a number: refused before submission
+    frame.loc[17, "plan"] = "enterprise"  # an unknown category: the model refuses it
+    frame.loc[400, "a"] = ""  # missing, and the column may not be
+    path = data / "bad.csv"
+    frame.to_csv(path, index=False)
+    done = _run(env, "cats", str(path), "-o", str(data / "bad-out.csv"), "--id-column", "id",
+                "--rows-per-job", "100", "--json")  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""  # piped: no progress bar
+    summary = json.loads(done.stdout)
+    assert (summary["rows"], summary["failed"], summary["failed_rows"]) == (1000, 3, [6, 18, 401])
+    # The refused job (rows 1-100, less row 6 refused before) is run again one row per job.
+    assert summary["row_jobs"] == 99
+    out = pd.read_csv(data / "bad-out.csv", keep_default_na=False, dtype={"error": str})
+    failed = out.index[out["error"] != ""].tolist()
+    assert failed == [5, 17, 400]
+    assert "expected a number, got 'abc'" in out.loc[5, "error"]
+    assert "refused" in out.loc[17, "error"] and out.loc[17, "prediction"] == ""
+    assert "missing" in out.loc[400, "error"] or "None" in out.loc[400, "error"]
+    good = frame.drop(index=failed)
+    expected = models["cats"].predict(good[["plan", "a"]].astype({"a": float}))
+    assert out.loc[good.index, "prediction"].astype(int).tolist() == expected.tolist()
+
+
+@pytest.mark.timeout(60)
+def test_bad_input_is_one_line_and_exit_code_2(
+    env: dict[str, str], client: Client, data: Path
+) -> None:
+    path = data / "small.csv"
+    _write_csv(_frame(10, 6), path)
+    unknown = _run(env, "named", str(path), "-o", str(data / "out.txt"))
+    assert unknown.returncode == 2
+    assert unknown.stderr.count("\n") == 1 and "cannot tell the format" in unknown.stderr
+    with pytest.raises(InvalidInput, match="has no column 'key'"):
+        client.score("named", path, data / "o.csv", id_column="key")
+    with pytest.raises(InvalidInput, match="unknown input format 'xlsx'"):
+        client.score("named", path, data / "o.csv", input_format="xlsx")
+    with pytest.raises(InvalidInput, match="no file"):
+        client.score("named", data / "missing.csv", data / "o.csv")
+    assert not (data / "o.csv").exists()
