@@ -297,3 +297,27 @@ def test_bad_input_is_one_line_and_exit_code_2(
     with pytest.raises(InvalidInput, match="no file"):
         client.score("named", data / "missing.csv", data / "o.csv")
     assert not (data / "o.csv").exists()
+
+
+def test_a_csv_header_is_told_from_data() -> None:
+    from producer.files import looks_like_header
+    from registry.schema import Column, InputSchema
+
+    plain = InputSchema(columns=[Column(name=f"x{i}") for i in range(2)], named=False)
+    assert looks_like_header(["id", "x", "y"], plain, {"id"})
+    assert looks_like_header(["u", "v"], plain, set())  # words, not numbers
+    assert not looks_like_header(["1.5", "2"], plain, set())
+    assert not looks_like_header(["row-1", "1.5", "2"], plain, {"0"})  # an ID by position
+
+
+def test_csv_cells_are_typed_by_their_column() -> None:
+    from producer.tables import typed_column
+    from registry.schema import Column
+
+    values, bad, _ = typed_column(["1", " 2.5 ", "", "abc", "nan"], Column(name="x"))
+    assert (values, bad) == ([1.0, 2.5, None, None, None], [False, False, False, True, False])
+    values, bad, _ = typed_column(["3", "3.5"], Column(name="n", type="integer"))
+    assert (values, bad) == ([3, 3.5], [False, True])
+    values, bad, _ = typed_column(["yes", "0", "maybe"], Column(name="b", type="boolean"))
+    assert (values, bad) == ([True, False, None], [False, False, True])
+    assert typed_column(["007", ""], Column(name="s", type="string"))[0] == ["007", None]
