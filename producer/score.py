@@ -22,7 +22,9 @@ their predictions. Two steps keep failures to their rows:
    ``handle_unknown="error"``, say) or whose ``predict()`` raised (``internal``) is run again as
    single-row jobs, with IDs derived from the job's, so that only the rows the model refuses
    fail. Errors that are not about the rows (the model was deleted, a worker was lost, the job
-   was cancelled) fail the job's rows with that error, without re-running them.
+   was cancelled) fail the job's rows with that error, without re-running them; and once a job
+   run row by row had not one row pass, later jobs are not (a model that fails on everything
+   would otherwise cost a job per row of the file).
 """
 
 from __future__ import annotations
@@ -196,6 +198,8 @@ class _Run:
         self.prefix = prefix
         self.timeout = timeout
         self.tally = _Tally()
+        # Whether a job that failed on its rows is run again one row per job (see finish).
+        self.isolating = True
         outputs = meta.signature.outputs
         self.prediction_names = (
             ["prediction"] if outputs == 1 else [f"prediction_{i}" for i in range(outputs)]
@@ -305,34 +309,22 @@ class _Run:
         errors: list[str | None] = [pending.errors.get(i) for i in range(n)]
         ids = [j.id for j in pending.jobs]
         results = self.client.wait_many(ids, timeout=self.timeout) if ids else []
-        isolate: list[tuple[_Job, int]] = []
         for job, result in zip(pending.jobs, results, strict=True):
             if result.status == "succeeded":
                 self._take(result, job.members, predictions, proba, versions)
-            elif (
-                result.error is not None
-                and result.error.code in _ROW_ERRORS
-                and len(job.members) > 1
-            ):
-                isolate += [(job, k) for k in range(len(job.members))]
-            else:
-                message = self._error(result)
-                for i in job.members:
-                    errors[i] = message
-                    versions[i] = result.version
-        if isolate:
-            alone = [_Job(f"{job.id}-r{k}", [job.members[k]], [job.rows[k]]) for job, k in isolate]
-            self.submit(alone, row_jobs=True)
-            for job, result in zip(
-                alone,
-                self.client.wait_many([j.id for j in alone], timeout=self.timeout),
-                strict=True,
-            ):
-                if result.status == "succeeded":
-                    self._take(result, job.members, predictions, proba, versions)
-                else:
-                    errors[job.members[0]] = self._error(result)
-                    versions[job.members[0]] = result.version
+                continue
+            row_error = result.error is not None and result.error.code in _ROW_ERRORS
+            if row_error and len(job.members) > 1 and self.isolating:
+                if self._isolate(job, predictions, proba, versions, errors):
+                    continue
+                # Not one of its rows passed alone: the failure is not about rows, and
+                # isolating every later job would only multiply the jobs by their rows.
+                self.isolating = False
+                continue
+            message = self._error(result)
+            for i in job.members:
+                errors[i] = message
+                versions[i] = result.version
         out: dict[str, list[Any]] = dict(pending.passed)
         if len(self.prediction_names) == 1:
             out["prediction"] = predictions
@@ -350,6 +342,31 @@ class _Run:
         room = FAILED_ROWS_SHOWN - len(t.failed_rows)
         t.failed_rows += [pending.block_start + i + 1 for i in failed[: max(0, room)]]
         return out
+
+    def _isolate(
+        self,
+        job: _Job,
+        predictions: list[Any],
+        proba: list[list[float] | None],
+        versions: list[int | None],
+        errors: list[str | None],
+    ) -> bool:
+        """Run a failed job's rows again one per job; whether any of them succeeded."""
+        alone = [
+            _Job(f"{job.id}-r{k}", [i], [row])
+            for k, (i, row) in enumerate(zip(job.members, job.rows, strict=True))
+        ]
+        self.submit(alone, row_jobs=True)
+        results = self.client.wait_many([j.id for j in alone], timeout=self.timeout)
+        passed = False
+        for single, result in zip(alone, results, strict=True):
+            if result.status == "succeeded":
+                self._take(result, single.members, predictions, proba, versions)
+                passed = True
+            else:
+                errors[single.members[0]] = self._error(result)
+                versions[single.members[0]] = result.version
+        return passed
 
     def _take(
         self,
