@@ -22,7 +22,7 @@ import celery
 import numpy as np
 import sklearn
 
-from . import memory, replicas, report, scenarios, task_events
+from . import memory, replicas, report, scenarios, scoring, task_events
 from .clients import NAIVE, PREDICTQ
 from .config import Config
 from .models import BIG, LR, MIXED, PROMO, RF, Models, build, build_big
@@ -301,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: what task events cost: bulk single-row jobs, events off vs on",
     )
+    parser.add_argument(
+        "--score",
+        action="store_true",
+        help="instead: `predictq score` on a large CSV (rows/s, peak RSS) beside submit_many",
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="with --score: CSV rows")
     args = parser.parse_args(argv)
     cfg = Config.quick_run() if args.quick else Config.full()
     signal.signal(signal.SIGTERM, _terminate)
@@ -312,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.results["rows"] += replicas.run(cfg, Path(tmp), reaper, run.log)
             elif args.events:
                 run.events()
+            elif args.score:
+                run.results["rows"] += scoring.run(cfg, Path(tmp), reaper, run.log, args.rows)
             else:
                 run.main()
         except Exception as e:
@@ -325,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = time.perf_counter() - run.started
     report.add_ratios(results["rows"])
     results["notes"] = _notes(cfg, results)
+    if args.score:
+        results["notes"][0] = (
+            f"notes: --score: one predictq worker with {cfg.worker_concurrency} processes on "
+            f"{results['meta']['cpus']} CPUs; `predictq score` runs as its own process (its wall "
+            "time includes start-up, checksum, reading and writing the files; peak RSS is its "
+            "ru_maxrss); submit_many sends the same rows, already in memory, in jobs of the same "
+            "size."
+        )
     if args.replicas:
         results["notes"][0] = (
             "notes: --replicas: a primary with one replica on this host (WAIT costs a loopback "

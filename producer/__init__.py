@@ -20,6 +20,7 @@ from .contract import (
     JobResult,
     JobStatus,
 )
+from .score import ScoreProgress, ScoreSummary
 
 __all__ = [
     "BATCH_TASK_NAME",
@@ -36,5 +37,7 @@ __all__ = [
     "ModelNotFound",
     "Overloaded",
     "PredictqError",
+    "ScoreProgress",
+    "ScoreSummary",
     "validate_rows",
 ]

@@ -7,8 +7,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -35,6 +36,9 @@ from registry.validation import check_probabilities, validate_rows
 from . import admission, records
 from .contract import FINAL_STATUSES, MAX_TTL, JobResult
 from .messages import batch_message, task_message
+
+if TYPE_CHECKING:
+    from .score import ScoreProgress, ScoreSummary
 
 # Jobs per SUBMIT script call: large enough to amortise the round trip, small enough that one
 # call does not block Redis for long.
@@ -562,6 +566,43 @@ class Client:
             for i, name in enumerate(classes):
                 out[f"proba_{name}"] = [p[i] for p in proba]
         return out
+
+    def score(
+        self,
+        model: str,
+        input: str | os.PathLike[str],
+        output: str | os.PathLike[str],
+        *,
+        version: int | None = None,
+        alias: str = DEFAULT_ALIAS,
+        probabilities: bool = False,
+        rows_per_job: int = 1000,
+        id_column: str | None = None,
+        keep: Sequence[str] = (),
+        input_format: str | None = None,
+        output_format: str | None = None,
+        header: bool | None = None,
+        timeout: float = 600.0,
+        progress: Callable[[ScoreProgress], None] | None = None,
+    ) -> ScoreSummary:
+        """Score a CSV, Parquet or JSON Lines file into another, one output row per input row
+        in input order, streaming (what ``predictq score`` does; see producer/score.py).
+
+        Formats come from the extensions unless given. ``id_column`` and ``keep`` columns are
+        copied through; the output adds ``prediction`` (``prediction_0``, ...), ``proba_<class>``
+        with ``probabilities``, ``version`` and ``error`` (empty for a good row). Running the
+        same call again after a crash submits only the jobs that have no record. ``header``
+        says whether a CSV starts with column names (None: detect). ``timeout`` bounds the wait
+        for one block's jobs. Returns a summary whose ``failed_rows`` names failed rows.
+        """
+        from .score import score_file
+
+        return score_file(
+            self, model, Path(input), Path(output), version=version, alias=alias,
+            probabilities=probabilities, rows_per_job=rows_per_job, id_column=id_column,
+            keep=keep, input_format=input_format, output_format=output_format, header=header,
+            timeout=timeout, progress=progress,
+        )  # fmt: skip
 
     def wait_many(self, job_ids: Sequence[str], timeout: float = 60.0) -> list[JobResult]:
         """Block until every job is final; results come back in the order of ``job_ids``.

@@ -133,6 +133,23 @@ def read_csv(path: Path, schema: InputSchema) -> list[Any]:
     return records
 
 
+def looks_like_header(first: list[str], schema: InputSchema, names: set[str]) -> bool:
+    """Whether a CSV file's first line is a header: it names one of ``names`` (an ID or kept
+    column) or of the model's columns, or it is not a data row and holds a word.
+
+    Cells at the positions of ``names`` given as numbers (columns of a headerless file) are
+    left out before the line is tried as a data row.
+    """
+    cells = [c.strip() for c in first]
+    if set(cells) & (names | set(schema.names)):
+        return True
+    if any(not n.isdigit() for n in names):
+        return True  # columns named by name: only a header can name them
+    skip = {int(n) for n in names}
+    data = [c for i, c in enumerate(first) if i not in skip]
+    return not _parses(data, schema.columns) and any(_is_word(c) for c in data)
+
+
 def _is_word(cell: str) -> bool:
     try:
         float(cell)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from producer import cli as producer_cli
+from producer import score_cli
 from registry import (
     InvalidInput,
     JobNotFound,
@@ -36,6 +37,7 @@ app = typer.Typer(help="predictq: asynchronous predictions for scikit-learn mode
 app.add_typer(registry_cli.app, name="models")
 app.command()(producer_cli.submit)
 app.command()(producer_cli.result)
+app.command()(score_cli.score)
 redis_app = typer.Typer(help="The embedded local Redis.", no_args_is_help=True,
                         rich_markup_mode=None)  # fmt: skip
 app.add_typer(redis_app, name="redis")
