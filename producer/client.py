@@ -347,7 +347,7 @@ class Client:
             shared["alias"], "" if pinned is None else pinned,
             "1" if shared["probabilities"] else "0", shared["ttl"], keys.result(""),
             self.settings.max_queued, admit, len(messages), *messages,
-            *per_job,
+            "1" if self.settings.celery_results else "", *per_job,
         ]  # fmt: skip
         flags = self._run_submit([queue, keys.queued(queue)], argv)
         if isinstance(flags, int):

@@ -41,6 +41,11 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _celery(jobs: list[Job]) -> bool:
+    """Whether any of ``jobs`` gets a Celery result: FINISH then writes those too."""
+    return any(job.celery for job in jobs)
+
+
 @functools.lru_cache(maxsize=4096)
 def _checked_names(model: str, alias: str) -> None:
     check_name(model)
@@ -96,6 +101,7 @@ class Runtime:
         self._start = self.redis.register_script(ledger.START)
         self._claim_start = self.raw.register_script(ledger.CLAIM_START)
         self._finish = self.redis.register_script(ledger.FINISH)
+        self._finish_celery = self.redis.register_script(ledger.FINISH_CELERY)
         self._dead = self.redis.register_script(ledger.DEAD_LETTER)
 
     def close(self) -> None:
@@ -332,7 +338,8 @@ class Runtime:
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
                            self.settings.result_ttl, ledger.JOB_PREFIX,
-                           "1" if index else ""]  # fmt: skip
+                           "1" if index else "",
+                           "1" if self.settings.celery_results else ""]  # fmt: skip
         for job in jobs:
             r = job.request
             if job.has_record:
@@ -355,13 +362,14 @@ class Runtime:
         started = []
         cancelled = []
         for i, job in enumerate(jobs):
-            status, attempts, alias_version, submitted_at, reply = flat[5 * i : 5 * i + 5]
+            status, attempts, alias_version, submitted_at, reply, celery = flat[6 * i : 6 * i + 6]
             if status in ("succeeded", "failed", "cancelled", "expired", "seen"):
                 log.info("job %s is %s: skipped", job.id, status)
                 if status == "cancelled":
                     cancelled.append(job)
                 continue
             job.attempts = int(attempts)
+            job.celery = bool(celery)
             job.alias_version = int(alias_version) if alias_version else None
             job.submitted_at, job.started_at, job.reply = (
                 submitted_at or "",
@@ -412,7 +420,8 @@ class Runtime:
                   batch_rows=self.settings.batch_max_rows, timing=self._timing)  # fmt: skip
         finish_keys, argv = self._finish_args(jobs, None, index=False)
         pipe = self.raw.pipeline(transaction=False)
-        pipe.eval(ledger.FINISH, len(finish_keys), *finish_keys, *argv)
+        script = ledger.FINISH_CELERY if _celery(jobs) else ledger.FINISH
+        pipe.eval(script, len(finish_keys), *finish_keys, *argv)
         token = _new_token()
         if block > 0:
             timeout: Any = block  # Redis takes fractional seconds; redis-py's annotation says int
@@ -443,7 +452,8 @@ class Runtime:
         lease, as long as the process still holds it.
         """
         finish_keys, argv = self._finish_args(jobs, landing, index=index)
-        flags = self._finish(keys=finish_keys, args=argv)
+        script = self._finish_celery if _celery(jobs) else self._finish
+        flags = script(keys=finish_keys, args=argv)
         written = int(sum(flags))
         if landing is None:
             self._release()
