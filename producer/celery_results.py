@@ -50,7 +50,12 @@ def key(job_id: str) -> str:
 # celery_result(): the result of the record at ``key``, just made final, at ``now``, kept ``ttl``
 # seconds. celery_gone(): the result of a job that has no record left (it expired while queued).
 LUA = f"""
+local celery_isos = {{}}
 local function celery_iso(t, zone)
+  -- A batch's jobs share their start and end times (and often their submission): each is
+  -- worked out once per call.
+  local memo = celery_isos[t .. zone]
+  if memo then return memo end
   local s, f = string.match(t, '^(%d+)%.?(%d*)')
   s = tonumber(s)
   local days = math.floor(s / 86400)
@@ -65,8 +70,10 @@ local function celery_iso(t, zone)
   local d = doy - math.floor((153 * mp + 2) / 5) + 1
   local m = mp < 10 and mp + 3 or mp - 9
   local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%s', y, m, d, math.floor(secs / 3600),
+  memo = string.format('%04d-%02d-%02dT%02d:%02d:%02d.%s', y, m, d, math.floor(secs / 3600),
     math.floor(secs % 3600 / 60), secs % 60, string.sub(f .. '000000', 1, 6)) .. zone
+  celery_isos[t .. zone] = memo
+  return memo
 end
 local function celery_store(id, state, result, now, ttl)
   local meta = '{{"status": "' .. state .. '", "result": ' .. result

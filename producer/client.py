@@ -325,7 +325,8 @@ class Client:
         per_job: list[str | bytes] = []
         messages: list[str] = []
         if len(ids) == 1:
-            message = task_message(ids[0], {**shared, "rows": orjson.loads(rows_json[0])}, queue)
+            message = task_message(ids[0], {**shared, "rows": orjson.loads(rows_json[0])}, queue,
+                                   celery=self.settings.celery_results)  # fmt: skip
             messages.append(message)
             per_job += [ids[0], message]
         else:
@@ -439,8 +440,9 @@ class Client:
         self, shared: dict[str, Any], group: list[int], ids: list[str], rows_json: list[bytes]
     ) -> str:
         return batch_message(
-            shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue
-        )
+            shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue,
+            celery=self.settings.celery_results,
+        )  # fmt: skip
 
     def _not_replicated(
         self, e: _Unreplicated, written: list[str], ids: list[str]

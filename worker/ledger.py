@@ -166,15 +166,15 @@ return out
 # (PREDICTQ_CELERY_RESULTS), then per job: id, and '' when the producer wrote its record at
 # submission, or else '1' and the record's fields: model, alias, pinned version or '',
 # probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
-# stock Celery client, which has none yet, flagged for a Celery result: see
-# producer/celery_results.py), counts the attempt, indexes it in flight until
+# stock Celery client, which has none yet, flagged for a Celery result; with the setting, every
+# record is flagged: see producer/celery_results.py), counts the attempt, indexes it in flight until
 # ``deadline`` when asked (a claim list's lease already covers the batch consumer's jobs) and
 # resolves its alias (once per alias per batch). A job this very process already runs (its claim
 # list was read again after an error) counts no new attempt, and is not counted again in the running
 # hash, which holds per process how many jobs it started and has not finished. Returns 5 values per
 # job: status before ('new' if no record, 'expired' if its record expired while it was queued;
 # 'seen' for a cancelled job whose message was met before, so that metrics count each cancellation
-# once), attempts, alias version, submitted_at, reply list, '1' when it gets a Celery result.
+# once), attempts, alias version, submitted_at, reply list.
 _START_FN = f"""
 local function start(A, inflight_key, queued_key, running_key)
   local out = {{}}
@@ -191,29 +191,28 @@ local function start(A, inflight_key, queued_key, running_key)
     local key = A[5] .. id
     started[#started + 1] = id
     local rec = redis.call('HMGET', key, 'status', 'model', 'alias', 'version', 'attempts',
-      'submitted_at', 'reply', 'worker', '{celery_results.FLAG}')
+      'submitted_at', 'reply', 'worker')
     local st = rec[1]
     if {_FINAL} then
       if st == 'cancelled' and redis.call('HSETNX', key, 'seen', '1') == 0 then st = 'seen' end
       out[#out + 1] = st; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
-      out[#out + 1] = false; out[#out + 1] = false
+      out[#out + 1] = false
     elseif not st and not given then
       -- Its record expired while it was queued: a Celery result, if every job gets one, is
       -- all that is left to tell its waiter.
       if A[7] == '1' then celery_gone(id, A[1], A[4]) end
       out[#out + 1] = 'expired'; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
-      out[#out + 1] = false; out[#out + 1] = false
+      out[#out + 1] = false
     else
       if not st then
         -- A stock client's job: it waits on a Celery result, whatever the setting.
-        rec = {{false, A[f], A[f + 1], A[f + 2], 0, A[1], false, false, '1'}}
+        rec = {{false, A[f], A[f + 1], A[f + 2], 0, A[1], false, false}}
         local ttl = A[f + 4] ~= '' and A[f + 4] or A[4]
         redis.call('HSET', key, 'model', rec[2], 'alias', rec[3], 'version', rec[4],
           'probabilities', A[f + 3], 'ttl', ttl, 'submitted_at', A[1],
           'payload', A[f + 5], '{celery_results.FLAG}', '1')
         redis.call('EXPIRE', key, ttl)
-      elseif A[7] == '1' and not rec[9] then
-        rec[9] = '1'
+      elseif A[7] == '1' then
         redis.call('HSET', key, '{celery_results.FLAG}', '1')
       end
       local attempts = tonumber(rec[5]) or 0
@@ -235,7 +234,7 @@ local function start(A, inflight_key, queued_key, running_key)
         v = cached
       end
       out[#out + 1] = st or 'new'; out[#out + 1] = attempts; out[#out + 1] = v
-      out[#out + 1] = rec[6]; out[#out + 1] = rec[7]; out[#out + 1] = rec[9]
+      out[#out + 1] = rec[6]; out[#out + 1] = rec[7]
     end
   end
   if A[6] == '1' then sliced('ZADD', inflight_key, inflight) end
@@ -301,9 +300,11 @@ return out
 # counted, including a copy that another process took over or finished first (counting only the
 # records still running on this process left such copies counted for good). Returns 1/0 per job
 # (0: a duplicate that wrote nothing). FINISH_CELERY is the same script that also writes the
-# Celery result of each job flagged for one: the worker sends it only for a batch that holds such
-# a job (START says which), so that other batches pay nothing for it, not even the bytes of its
-# Lua (the pipelined FINISH goes out as EVAL).
+# Celery result of each job whose record is flagged for one. The worker sends it only for a batch
+# that may hold such a job, which it knows without reading the records (a stock client's message,
+# a message whose producer said so in ``predictq_celery``, or the worker's own setting on): other
+# batches pay nothing for it, not even the bytes of its Lua (the pipelined FINISH goes out as
+# EVAL).
 _FINISH = """
 local out = {{}}
 local counts = {{}}

@@ -41,11 +41,6 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _celery(jobs: list[Job]) -> bool:
-    """Whether any of ``jobs`` gets a Celery result: FINISH then writes those too."""
-    return any(job.celery for job in jobs)
-
-
 @functools.lru_cache(maxsize=4096)
 def _checked_names(model: str, alias: str) -> None:
     check_name(model)
@@ -276,13 +271,17 @@ class Runtime:
             )
         message = envelope.parse(raw)
         if message.jobs is None:
-            return [self.job(message.job_id, message.kwargs, raw, has_record=message.has_record)]
+            return [self.job(message.job_id, message.kwargs, raw, has_record=message.has_record,
+                             celery=message.celery)]  # fmt: skip
         return self.batch(message)
 
     @staticmethod
-    def job(job_id: str, kwargs: dict[str, Any], raw: str, *, has_record: bool = False) -> Job:
+    def job(
+        job_id: str, kwargs: dict[str, Any], raw: str, *, has_record: bool = False,
+        celery: bool = False,
+    ) -> Job:  # fmt: skip
         """The job a message's keyword arguments ask for; failed already if they are bad."""
-        job = Job(job_id, None, raw=raw, has_record=has_record)
+        job = Job(job_id, None, raw=raw, has_record=has_record, celery=celery)
         try:
             job.request = parse_request(kwargs)
         except InvalidInput as e:
@@ -313,7 +312,8 @@ class Runtime:
                                    record=False)  # fmt: skip
                 failed = InvalidInput(f"this job's rows cannot be read ({e})")
             # The rows are validated against the model's schema when the batch runs.
-            job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows)
+            job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows,
+                      celery=message.celery)  # fmt: skip
             if request is None or failed is not None:
                 job.model = str(shared.get("model", ""))[:128]
                 job.request = None
@@ -362,14 +362,13 @@ class Runtime:
         started = []
         cancelled = []
         for i, job in enumerate(jobs):
-            status, attempts, alias_version, submitted_at, reply, celery = flat[6 * i : 6 * i + 6]
+            status, attempts, alias_version, submitted_at, reply = flat[5 * i : 5 * i + 5]
             if status in ("succeeded", "failed", "cancelled", "expired", "seen"):
                 log.info("job %s is %s: skipped", job.id, status)
                 if status == "cancelled":
                     cancelled.append(job)
                 continue
             job.attempts = int(attempts)
-            job.celery = bool(celery)
             job.alias_version = int(alias_version) if alias_version else None
             job.submitted_at, job.started_at, job.reply = (
                 submitted_at or "",
@@ -420,7 +419,7 @@ class Runtime:
                   batch_rows=self.settings.batch_max_rows, timing=self._timing)  # fmt: skip
         finish_keys, argv = self._finish_args(jobs, None, index=False)
         pipe = self.raw.pipeline(transaction=False)
-        script = ledger.FINISH_CELERY if _celery(jobs) else ledger.FINISH
+        script = ledger.FINISH_CELERY if self._celery(jobs) else ledger.FINISH
         pipe.eval(script, len(finish_keys), *finish_keys, *argv)
         token = _new_token()
         if block > 0:
@@ -452,7 +451,7 @@ class Runtime:
         lease, as long as the process still holds it.
         """
         finish_keys, argv = self._finish_args(jobs, landing, index=index)
-        script = self._finish_celery if _celery(jobs) else self._finish
+        script = self._finish_celery if self._celery(jobs) else self._finish
         flags = script(keys=finish_keys, args=argv)
         written = int(sum(flags))
         if landing is None:
@@ -464,6 +463,12 @@ class Runtime:
         metrics.jobs_ended(jobs, flags, float(argv[0]))
         self._warn_duplicates(len(jobs), written)
         return written
+
+    def _celery(self, jobs: list[Job]) -> bool:
+        """Whether any of ``jobs`` may get a Celery result (FINISH then writes those of the jobs
+        whose records are flagged): a stock client's job, one whose producer asked for it, or
+        any with this worker's setting on. Known from the messages, never read from Redis."""
+        return self.settings.celery_results or any(j.celery or not j.has_record for j in jobs)
 
     @staticmethod
     def _warn_duplicates(jobs: int, written: int) -> None:
