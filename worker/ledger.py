@@ -164,17 +164,17 @@ return out
 # KEYS: in-flight zset, queued index, running hash. ARGV: now, worker, deadline, default ttl, job
 # key prefix, '1' to index the jobs in flight, '1' when every job gets a Celery result
 # (PREDICTQ_CELERY_RESULTS), then per job: id, and '' when the producer wrote its record at
-# submission, or else '1' and the record's fields: model, alias, pinned version or '',
-# probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
-# stock Celery client, which has none yet, flagged for a Celery result; with the setting, every
-# record is flagged: see producer/celery_results.py), counts the attempt, indexes it in flight until
-# ``deadline`` when asked (a claim list's lease already covers the batch consumer's jobs) and
-# resolves its alias (once per alias per batch). A job this very process already runs (its claim
-# list was read again after an error) counts no new attempt, and is not counted again in the running
-# hash, which holds per process how many jobs it started and has not finished. Returns 5 values per
-# job: status before ('new' if no record, 'expired' if its record expired while it was queued;
-# 'seen' for a cancelled job whose message was met before, so that metrics count each cancellation
-# once), attempts, alias version, submitted_at, reply list.
+# submission ('c' when it also flagged it for a Celery result), or else '1' and the record's fields:
+# model, alias, pinned version or '', probabilities, ttl, raw message. Marks each job running
+# (writing the record of a job sent by a stock Celery client, which has none yet, flagged for a
+# Celery result; with the setting, every record is flagged: see producer/celery_results.py), counts
+# the attempt, indexes it in flight until ``deadline`` when asked (a claim list's lease already
+# covers the batch consumer's jobs) and resolves its alias (once per alias per batch). A job this
+# very process already runs (its claim list was read again after an error) counts no new attempt,
+# and is not counted again in the running hash, which holds per process how many jobs it started and
+# has not finished. Returns 5 values per job: status before ('new' if no record, 'expired' if its
+# record expired while it was queued; 'seen' for a cancelled job whose message was met before, so
+# that metrics count each cancellation once), attempts, alias version, submitted_at, reply list.
 _START_FN = f"""
 local function start(A, inflight_key, queued_key, running_key)
   local out = {{}}
@@ -186,7 +186,8 @@ local function start(A, inflight_key, queued_key, running_key)
   while b <= #A do
     local id = A[b]
     local f = b + 2
-    local given = A[b + 1] == '1'
+    local mark = A[b + 1]
+    local given = mark == '1'
     b = b + (given and 8 or 2)
     local key = A[5] .. id
     started[#started + 1] = id
@@ -200,7 +201,7 @@ local function start(A, inflight_key, queued_key, running_key)
     elseif not st and not given then
       -- Its record expired while it was queued: a Celery result, if every job gets one, is
       -- all that is left to tell its waiter.
-      if A[7] == '1' then celery_gone(id, A[1], A[4]) end
+      if A[7] == '1' or mark == 'c' then celery_gone(id, A[1], A[4]) end
       out[#out + 1] = 'expired'; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
       out[#out + 1] = false
     else

@@ -343,7 +343,7 @@ class Runtime:
         for job in jobs:
             r = job.request
             if job.has_record:
-                argv += [job.id, ""]
+                argv += [job.id, "c" if job.celery else ""]
                 continue
             argv += [
                 job.id,
