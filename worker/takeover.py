@@ -37,9 +37,8 @@ _RECOVER_WITHIN = 60
 
 # fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells its
 # waiters (wake-up channel, reply list, its Celery result when it gets one) and the per-minute
-# stats (in all and per model). With
-# clock() and restamp() (records.STAMP): requeued jobs are indexed and stamped on Redis's clock, as
-# SUBMIT does.
+# stats (in all and per model). With clock() and restamp() (records.STAMP): requeued jobs are
+# indexed and stamped on Redis's clock, as SUBMIT does.
 FAIL = (
     rec.STAMP
     + celery_results.LUA

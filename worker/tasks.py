@@ -28,7 +28,8 @@ def _run(rt: Runtime, jobs: list[Any]) -> None:
 
 @celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
 def predict(self: Any, *args: Any, **kwargs: Any) -> None:
-    """Run one prediction job; its outcome goes to the job record, never to a Celery result."""
+    """Run one prediction job; its outcome goes to the job record (and the ledger's scripts
+    write a stock client's Celery result, never Celery itself: see producer/celery_results.py)."""
     kwargs = envelope.with_positional(args, kwargs)
     rt = runtime()
     headers = self.request.headers or {}
