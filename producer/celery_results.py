@@ -29,18 +29,12 @@ not what we wrote must not stop a final record from being written.
 
 from __future__ import annotations
 
-__all__ = ["FLAG", "KEY_PREFIX", "LUA", "key"]
+from registry import keys
 
-KEY_PREFIX = "celery-task-meta-"
-"""Celery's Redis result backend key prefix (``RedisBackend.task_keyprefix``)."""
+__all__ = ["FLAG", "LUA"]
 
 FLAG = "celery"
 """The record field that says a Celery result is written when the job ends."""
-
-
-def key(job_id: str) -> str:
-    """The key Celery's Redis result backend reads a task's result from."""
-    return KEY_PREFIX + job_id
 
 
 # celery_iso(): epoch seconds as written in records ('1795737600.123456'), as ISO 8601 in UTC
@@ -79,7 +73,7 @@ local function celery_store(id, state, result, now, ttl)
   local meta = '{{"status": "' .. state .. '", "result": ' .. result
     .. ', "traceback": null, "children": [], "date_done": "' .. celery_iso(now, '+00:00')
     .. '", "task_id": ' .. cjson.encode(id) .. '}}'
-  local k = '{KEY_PREFIX}' .. id
+  local k = '{keys.CELERY_META_PREFIX}' .. id
   redis.call('SET', k, meta, 'EX', math.max(1, math.floor(tonumber(ttl) or 86400)))
   redis.call('PUBLISH', k, meta)
 end

@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 from producer import Client, JobNotFound, JobResult, JobTimeout, celery_results
 from producer.messages import batch_message, task_message
-from registry import Registry, Settings
+from registry import Registry, Settings, keys
 from worker import envelope
 
 from .conftest import REPO, RedisServer, Worker
@@ -106,8 +106,8 @@ def test_a_stock_client_gets_the_record_from_async_result_get_and_a_failure_rais
         assert JobResult.model_validate(record) == client.result(ok)
     assert record["status"] == "succeeded" and len(record["probabilities"]) == 2
     # Kept as long as the job's record, and in Celery's own meta format.
-    assert 0 < stack.r.ttl(celery_results.key(ok)) <= stack.settings.result_ttl
-    meta = json.loads(stack.r.get(celery_results.key(missing)) or "{}")
+    assert 0 < stack.r.ttl(keys.celery_meta(ok)) <= stack.settings.result_ttl
+    meta = json.loads(stack.r.get(keys.celery_meta(missing)) or "{}")
     assert meta["status"] == "FAILURE" and meta["task_id"] == missing
     assert meta["result"]["code"] == "model_not_found"
 
@@ -126,7 +126,7 @@ def test_a_stock_job_that_crashes_its_worker_answers_get_with_worker_lost(stack:
 @pytest.mark.timeout(30)
 def test_a_hostile_key_in_the_celery_result_s_place_does_not_stall_the_job(stack: Stack) -> None:
     job_id = "hostile-meta-1"
-    stack.r.rpush(celery_results.key(job_id), "not a string value")
+    stack.r.rpush(keys.celery_meta(job_id), "not a string value")
     stack.app.send_task("predictq.predict", queue="predictq", task_id=job_id,
                         kwargs={"model": "clf", "rows": [[0.1] * 6]})  # fmt: skip
 
@@ -145,7 +145,7 @@ def test_writing_a_celery_result_never_fails_the_script_that_ends_the_job(stack:
         stack.app.AsyncResult("odd").get(timeout=5)
     # A value it cannot use at all (a time that is no time): no result, and the script goes on.
     assert stack.r.eval(call, 1, "predictq:job:odd", "odd2", "no time") == "ended"
-    assert not stack.r.exists(celery_results.key("odd2"))
+    assert not stack.r.exists(keys.celery_meta("odd2"))
 
 
 def test_a_producer_s_request_for_celery_results_survives_the_split_of_a_batch_message() -> None:
@@ -184,7 +184,7 @@ def test_the_setting_gives_native_jobs_a_celery_result_and_off_they_write_none(
         with pytest.raises(RuntimeError, match=r"^expired: "):
             stack.app.AsyncResult(expired).get(timeout=30)
 
-    assert not stack.r.exists(celery_results.key(plain))
+    assert not stack.r.exists(keys.celery_meta(plain))
 
     # The worker's setting alone flags every job it starts.
     worker = Worker({**stack.env, "PREDICTQ_CELERY_RESULTS": "true", "PREDICTQ_QUEUE": "on"},

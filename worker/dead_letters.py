@@ -41,7 +41,7 @@ redis.call('LPUSH', KEYS[1], msg)
 if redis.call('HGET', key, '"""
     + celery_results.FLAG
     + """') then redis.call('DEL', '"""
-    + celery_results.KEY_PREFIX
+    + keys.CELERY_META_PREFIX
     + """' .. ARGV[4]) end
 return 'retried'
 """
