@@ -329,7 +329,8 @@ class Client:
         per_job: list[str | bytes] = []
         messages: list[str] = []
         if len(ids) == 1:
-            message = task_message(ids[0], {**shared, "rows": orjson.loads(rows_json[0])}, queue)
+            message = task_message(ids[0], {**shared, "rows": orjson.loads(rows_json[0])}, queue,
+                                   celery=self.settings.celery_results)  # fmt: skip
             messages.append(message)
             per_job += [ids[0], message]
         else:
@@ -351,7 +352,7 @@ class Client:
             shared["alias"], "" if pinned is None else pinned,
             "1" if shared["probabilities"] else "0", shared["ttl"], keys.result(""),
             self.settings.max_queued, admit, len(messages), *messages,
-            *per_job,
+            "1" if self.settings.celery_results else "", *per_job,
         ]  # fmt: skip
         flags = self._run_submit([queue, keys.queued(queue)], argv)
         if isinstance(flags, int):
@@ -443,8 +444,9 @@ class Client:
         self, shared: dict[str, Any], group: list[int], ids: list[str], rows_json: list[bytes]
     ) -> str:
         return batch_message(
-            shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue
-        )
+            shared, [ids[i] for i in group], [rows_json[i] for i in group], self.settings.queue,
+            celery=self.settings.celery_results,
+        )  # fmt: skip
 
     def _not_replicated(
         self, e: _Unreplicated, written: list[str], ids: list[str]
@@ -499,7 +501,12 @@ class Client:
         return found
 
     def wait(self, job_id: str, timeout: float = 60.0) -> JobResult:
-        """Block until the job is final and return it; JobTimeout when ``timeout`` passes."""
+        """Block until the job is final and return it; JobTimeout when ``timeout`` passes.
+
+        A job with no record yet (a stock Celery client's, whose record appears when a worker
+        takes it) is waited for too, within the same ``timeout``: JobNotFound only if its record
+        never appeared by then. ``result`` stays strict.
+        """
         with self._announced_lock:
             submitted = self._announced.pop(job_id, None)
         if submitted is None or time.monotonic() - submitted > keys.RESULT_TRUST:
@@ -610,6 +617,11 @@ class Client:
         Few jobs: subscribe to their wake-up channels, whoever submitted them. Many jobs: the
         ones this client submitted announce themselves on its reply list as they finish, so a
         bulk wait costs a handful of round trips; anything else is caught by a poll.
+
+        A job with no record is waited for like the others (a stock Celery client's job has
+        none until a worker takes it): it is read again once a second (few jobs) or every few
+        seconds (many), and nothing else. At the deadline, JobNotFound names the first job
+        that still has no record, else JobTimeout the first that is not final.
         """
         deadline = time.monotonic() + timeout
         order = list(dict.fromkeys(job_ids))
@@ -626,6 +638,7 @@ class Client:
             if remaining <= 0:
                 if lost is not None:
                     raise lost  # Redis, not the jobs, is why nothing came back
+                self._raise_if_absent([j for j in order if j in pending], timeout)
                 first = next(j for j in order if j in pending)
                 raise JobTimeout(
                     f"{len(pending)} of {len(order)} jobs were not final after {timeout}s "
@@ -658,6 +671,18 @@ class Client:
                 results[job_id] = found
         return [results[j] for j in job_ids]
 
+    def _raise_if_absent(self, job_ids: list[str], timeout: float) -> None:
+        """JobNotFound for the first of ``job_ids`` that has no record, after a wait."""
+        for start in range(0, len(job_ids), _READ_CHUNK):
+            chunk = job_ids[start : start + _READ_CHUNK]
+            for job_id, status in zip(chunk, self._status(args=[JOB_PREFIX, *chunk]), strict=True):
+                if status is None:
+                    raise JobNotFound(
+                        f"no record of job {job_id!r} after {timeout:g}s: never submitted, "
+                        "expired, or no worker took it",
+                        job_id=job_id,
+                    )
+
     @staticmethod
     def _take_told(
         announced: Sequence[str | bytes], pending: set[str], results: dict[str, JobResult]
@@ -689,11 +714,10 @@ class Client:
             try:
                 pubsub.subscribe(*channels)
                 # Re-read after subscribing: a job that ended in between published to nobody.
+                # One with no record yet is read again next round (see wait_many).
                 ids = list(pending)
                 for job_id, found in zip(ids, self._fetch(ids), strict=True):
-                    if found is None:
-                        raise self._not_found(job_id)
-                    if found.done:
+                    if found is not None and found.done:
                         results[job_id] = found
                         pending.discard(job_id)
                 deadline = time.monotonic() + timeout
@@ -715,13 +739,11 @@ class Client:
         return None
 
     def _drop_final(self, pending: set[str]) -> None:
-        """Remove finished jobs from ``pending``; JobNotFound for an unknown or expired one."""
+        """Remove finished jobs from ``pending`` (one with no record stays: see wait_many)."""
         ids = list(pending)
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start : start + _READ_CHUNK]
             for job_id, status in zip(chunk, self._status(args=[JOB_PREFIX, *chunk]), strict=True):
-                if status is None:
-                    raise self._not_found(job_id)
                 if status in FINAL_STATUSES:
                     pending.discard(job_id)
 

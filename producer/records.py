@@ -12,6 +12,7 @@ import orjson
 
 from registry import keys
 
+from . import celery_results
 from .contract import JobError, JobResult, timestamp
 
 # Lua's unpack() is bounded by the C stack: variadic commands go out in slices of this size.
@@ -45,8 +46,10 @@ end
 # KEYS: queue, queued index. ARGV: now, reply list ('' for none, '*' for each job's own wake-up
 # list), '1' to check for existing IDs, job key prefix, model, alias, pinned version or '',
 # probabilities, ttl, wake-up list prefix, most jobs queued, jobs to admit (0: already admitted),
-# message count m, the m messages, then per job: id, and its own message (a job sent alone; ''
-# for a job in a batch message, whose claim list holds its message until it ends). Writes each
+# message count m, the m messages, '1' to flag every record for a Celery result
+# (PREDICTQ_CELERY_RESULTS; see celery_results.py), then per job: id, and its own message (a job
+# sent alone; '' for a job in a batch message, whose claim list holds its message until it
+# ends). Writes each
 # record as 'queued', indexes it and pushes the messages, with the time it was queued on Redis's
 # clock in the index and in each message's ``predictq_at``. With the check on and any ID taken,
 # nothing is written: the caller leaves those jobs out of its messages and calls again. Returns
@@ -60,7 +63,8 @@ SUBMIT = (
     + STAMP
     + """
 local m = tonumber(ARGV[13])
-local first = 14 + m
+local celery = ARGV[14 + m] == '1'
+local first = 15 + m
 local out = {}
 if ARGV[3] == '1' then
   local taken = false
@@ -86,6 +90,9 @@ for b = first, #ARGV, 2 do
   redis.call('HSET', key, 'status', 'queued', 'model', ARGV[5], 'alias', ARGV[6],
     'version', ARGV[7], 'probabilities', ARGV[8], 'ttl', ARGV[9], 'submitted_at', ARGV[1],
     'attempts', '0', 'payload', restamp(ARGV[b + 1], at))
+  if celery then redis.call('HSET', key, '"""
+    + celery_results.FLAG
+    + """', '1') end
   if ARGV[2] == '*' then
     redis.call('HSET', key, 'reply', ARGV[10] .. ARGV[b])
   elseif ARGV[2] ~= '' then
@@ -105,22 +112,26 @@ return out
 
 # KEYS: stats, queued index. ARGV: now, stats ttl, job key prefix, wake-up channel prefix, reply
 # ttl, then job IDs. Cancels the queued ones, wakes their waiters and counts them in the minute's
-# stats (in all and per model); a started or ended job is
-# left alone (its message, still on the queue, is skipped by the worker). Returns each job's
-# status before (nil: no such job). It runs when Redis is past maxmemory (allow-oom): cancelling
-# frees memory, and undoes a submission that a later chunk's OOM refused.
-CANCEL = """#!lua flags=allow-oom
-local out = {}
+# stats (in all and per model), and writes the Celery result of those flagged for one; a
+# started or ended job is left alone (its message, still on the queue, is skipped by the worker).
+# Returns each job's status before (nil: no such job). It runs when Redis is past maxmemory
+# (allow-oom): cancelling frees memory, and undoes a submission that a later chunk's OOM refused.
+CANCEL = (
+    "#!lua flags=allow-oom\n"
+    + celery_results.LUA
+    + f"""
+local out = {{}}
 local cancelled = 0
-local per_model = {}
+local per_model = {{}}
 for i = 6, #ARGV do
   local id = ARGV[i]
   local key = ARGV[3] .. id
-  local rec = redis.call('HMGET', key, 'status', 'model')
+  local rec = redis.call('HMGET', key, 'status', 'model', '{celery_results.FLAG}', 'ttl')
   local st = rec[1]
   out[i - 5] = st
   if st == 'queued' then
     redis.call('HSET', key, 'status', 'cancelled', 'finished_at', ARGV[1], 'payload', '')
+    if rec[3] then celery_result(key, id, ARGV[1], rec[4] or 86400) end
     redis.call('ZREM', KEYS[2], id)
     redis.call('PUBLISH', ARGV[4] .. id, '1')
     local reply = redis.call('HGET', key, 'reply')
@@ -140,6 +151,7 @@ if cancelled > 0 then
 end
 return out
 """
+)
 
 RECORD_FIELDS = (
     "status", "model", "alias", "version", "predictions", "proba", "error",

@@ -39,6 +39,9 @@
 - ``predictq:load_failures``                  hash "{model}:{version}:{worker}" -> error JSON
 - ``predictq:stats:{minute}``                 hash status -> count for that minute, and
                                               "{status}:{model}" -> count per model (expires)
+- ``celery-task-meta-{id}``                   Celery's result of a job that asked for one (a
+                                              stock client's), where Celery's Redis result
+                                              backend reads it (expires with the job's record)
 """
 
 from __future__ import annotations
@@ -143,3 +146,11 @@ def worker(name: str) -> str:
 
 def stats(minute: int) -> str:
     return f"{PREFIX}:stats:{minute}"
+
+
+# Celery's Redis result backend's own prefix (RedisBackend.task_keyprefix), not predictq's.
+CELERY_META_PREFIX = "celery-task-meta-"
+
+
+def celery_meta(job_id: str) -> str:
+    return f"{CELERY_META_PREFIX}{job_id}"

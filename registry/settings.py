@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         description="Workers send Celery task events for every job (what Flower shows), as "
         "`predictq worker -E` does; batch consumers publish them once per batch.",
     )
+    celery_results: bool = Field(
+        False,
+        description="Write every job's end where Celery's Redis result backend reads it "
+        "(celery-task-meta-<id>), so AsyncResult.get() answers; jobs from stock Celery clients "
+        "get one either way. Read by producers (at submission) and workers (at start).",
+    )
     max_attempts: int = Field(
         3, ge=1, description="Runs a job gets before a crash or stall fails it as worker_lost."
     )

@@ -22,7 +22,9 @@ def celery_config(broker_url: str, settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "event_serializer": "json",
         "result_accept_content": ["json"],
-        # Results live in predictq's own job records, not in Celery's result backend.
+        # Results live in predictq's own job records; the Celery results that stock clients read
+        # are written by the ledger's scripts with the record (producer/celery_results.py), and
+        # Celery must not write its own (a SUCCESS of None) over them.
         "task_ignore_result": True,
         "task_default_queue": settings.queue,
         # Acknowledge after the job ran, and requeue when the process running it dies.

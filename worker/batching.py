@@ -49,6 +49,9 @@ class Job:
     rows: list[list[Any]] = field(default_factory=list, repr=False)
     # The JSON of the class order its probabilities follow, when it asked for them.
     classes: bytes = b""
+    # Its producer asked for a Celery result (the message's ``predictq_celery`` header; see
+    # producer/celery_results.py).
+    celery: bool = False
 
     def fail(self, error: PredictqError) -> None:
         self.status, self.error = "failed", error

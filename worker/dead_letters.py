@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import redis
 
+from producer import celery_results
 from producer import records as rec
 from registry import Settings, keys
 
@@ -15,7 +16,8 @@ from . import ledger
 
 # KEYS: queue, dead letters, queued index. ARGV: now, job key prefix, the entry as stored, id,
 # message. Takes the entry off the dead-letter list and queues its failed job afresh (attempts
-# reset, the message stamped with the time it was queued again). Returns 'retried', 'gone'
+# reset, the message stamped with the time it was queued again; its Celery result, if it gets one,
+# is deleted: that job is pending again). Returns 'retried', 'gone'
 # (someone else took the entry), 'expired' (no record left) or the job's status when it is not
 # 'failed' (a job that ran again meanwhile keeps its result).
 RETRY = (
@@ -36,6 +38,11 @@ redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'paylo
 redis.call('ZADD', KEYS[3], at, ARGV[4])
 redis.call('DEL', KEYS[4])
 redis.call('LPUSH', KEYS[1], msg)
+if redis.call('HGET', key, '"""
+    + celery_results.FLAG
+    + """') then redis.call('DEL', '"""
+    + keys.CELERY_META_PREFIX
+    + """' .. ARGV[4]) end
 return 'retried'
 """
 )

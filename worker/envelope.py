@@ -26,12 +26,14 @@ class TaskMessage:
     """The parts of a ``predictq.predict`` or ``predictq.predict_batch`` message the worker uses.
 
     A batch message has ``jobs``, (id, rows) per job, and ``kwargs`` holds what they share.
+    ``celery``: its producer flagged the records for a Celery result.
     """
 
     job_id: str
     kwargs: dict[str, Any]
     has_record: bool = False
     jobs: list[tuple[str, Any]] | None = None
+    celery: bool = False
 
 
 def job_id_of(envelope: Any) -> str | None:
@@ -101,9 +103,10 @@ def parse(raw: str) -> TaskMessage:
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise InvalidInput("message args must be a list and kwargs an object")
     has_record = envelope["headers"].get("predictq_record") is True
+    celery = envelope["headers"].get("predictq_celery") is True
     if task == BATCH_TASK_NAME:
-        return TaskMessage(job_id, kwargs, has_record, batch_jobs(kwargs))
-    return TaskMessage(job_id, with_positional(args, kwargs), has_record)
+        return TaskMessage(job_id, kwargs, has_record, batch_jobs(kwargs), celery)
+    return TaskMessage(job_id, with_positional(args, kwargs), has_record, celery=celery)
 
 
 def _body(body: Any) -> Any:
@@ -166,8 +169,8 @@ def singles(raw: str, queue: str) -> list[tuple[str, str]]:
         return [] if job_id is None else [(job_id, raw)]
     if message.jobs is None:
         return [(message.job_id, raw)]
-    record = message.has_record
+    flags = {"record": message.has_record, "celery": message.celery}
     return [
-        (job_id, task_message(job_id, {**message.kwargs, "rows": rows}, queue, record=record))
+        (job_id, task_message(job_id, {**message.kwargs, "rows": rows}, queue, **flags))
         for job_id, rows in message.jobs
     ]

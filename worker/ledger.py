@@ -24,6 +24,7 @@ import time
 
 import orjson
 
+from producer import celery_results
 from producer import records as rec
 from registry import PredictqError, keys
 
@@ -161,17 +162,19 @@ return out
 )
 
 # KEYS: in-flight zset, queued index, running hash. ARGV: now, worker, deadline, default ttl, job
-# key prefix, '1' to index the jobs in flight, then per job: id, and '' when the producer wrote its
-# record at submission, or else '1' and the record's fields: model, alias, pinned version or '',
-# probabilities, ttl, raw message. Marks each job running (writing the record of a job sent by a
-# stock Celery client, which has none yet), counts the attempt, indexes it in flight until
-# ``deadline`` when asked (a claim list's lease already covers the batch consumer's jobs) and
-# resolves its alias (once per alias per batch). A job this very process already runs (its claim
-# list was read again after an error) counts no new attempt, and is not counted again in the running
-# hash, which holds per process how many jobs it started and has not finished. Returns 5 values per
-# job: status before ('new' if no record, 'expired' if its record expired while it was queued;
-# 'seen' for a cancelled job whose message was met before, so that metrics count each cancellation
-# once), attempts, alias version, submitted_at, reply list.
+# key prefix, '1' to index the jobs in flight, '1' when every job gets a Celery result
+# (PREDICTQ_CELERY_RESULTS), then per job: id, and '' when the producer wrote its record at
+# submission ('c' when it also flagged it for a Celery result), or else '1' and the record's fields:
+# model, alias, pinned version or '', probabilities, ttl, raw message. Marks each job running
+# (writing the record of a job sent by a stock Celery client, which has none yet, flagged for a
+# Celery result; with the setting, every record is flagged: see producer/celery_results.py), counts
+# the attempt, indexes it in flight until ``deadline`` when asked (a claim list's lease already
+# covers the batch consumer's jobs) and resolves its alias (once per alias per batch). A job this
+# very process already runs (its claim list was read again after an error) counts no new attempt,
+# and is not counted again in the running hash, which holds per process how many jobs it started and
+# has not finished. Returns 5 values per job: status before ('new' if no record, 'expired' if its
+# record expired while it was queued; 'seen' for a cancelled job whose message was met before, so
+# that metrics count each cancellation once), attempts, alias version, submitted_at, reply list.
 _START_FN = f"""
 local function start(A, inflight_key, queued_key, running_key)
   local out = {{}}
@@ -179,11 +182,12 @@ local function start(A, inflight_key, queued_key, running_key)
   local inflight = {{}}
   local resolved = {{}}
   local started = {{}}
-  local b = 7
+  local b = 8
   while b <= #A do
     local id = A[b]
     local f = b + 2
-    local given = A[b + 1] == '1'
+    local mark = A[b + 1]
+    local given = mark == '1'
     b = b + (given and 8 or 2)
     local key = A[5] .. id
     started[#started + 1] = id
@@ -195,16 +199,22 @@ local function start(A, inflight_key, queued_key, running_key)
       out[#out + 1] = st; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
       out[#out + 1] = false
     elseif not st and not given then
+      -- Its record expired while it was queued: a Celery result, if every job gets one, is
+      -- all that is left to tell its waiter.
+      if A[7] == '1' or mark == 'c' then celery_gone(id, A[1], A[4]) end
       out[#out + 1] = 'expired'; out[#out + 1] = 0; out[#out + 1] = false; out[#out + 1] = false
       out[#out + 1] = false
     else
       if not st then
+        -- A stock client's job: it waits on a Celery result, whatever the setting.
         rec = {{false, A[f], A[f + 1], A[f + 2], 0, A[1], false, false}}
         local ttl = A[f + 4] ~= '' and A[f + 4] or A[4]
         redis.call('HSET', key, 'model', rec[2], 'alias', rec[3], 'version', rec[4],
           'probabilities', A[f + 3], 'ttl', ttl, 'submitted_at', A[1],
-          'payload', A[f + 5])
+          'payload', A[f + 5], '{celery_results.FLAG}', '1')
         redis.call('EXPIRE', key, ttl)
+      elseif A[7] == '1' then
+        redis.call('HSET', key, '{celery_results.FLAG}', '1')
       end
       local attempts = tonumber(rec[5]) or 0
       if not (st == 'running' and rec[8] == A[2]) then
@@ -237,7 +247,13 @@ local function start(A, inflight_key, queued_key, running_key)
 end
 """
 
-START = ALLOW_OOM + rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2], KEYS[3])\n"
+START = (
+    ALLOW_OOM
+    + rec.SLICED
+    + celery_results.LUA
+    + _START_FN
+    + "return start(ARGV, KEYS[1], KEYS[2], KEYS[3])\n"
+)
 
 # KEYS: queue, this process's claim list, isolation queue, in-flight zset, queued index, busy key,
 # leases, running hash. ARGV: most jobs, jobs the parked message holds, the batch token, lease
@@ -250,6 +266,7 @@ START = ALLOW_OOM + rec.SLICED + _START_FN + "return start(ARGV, KEYS[1], KEYS[2
 CLAIM_START = (
     ALLOW_OOM
     + rec.SLICED
+    + celery_results.LUA
     + COMMON
     + _TAKE
     + _START_FN
@@ -283,11 +300,13 @@ return out
 # it takes off that count every job it was given: the caller passes exactly the jobs its START
 # counted, including a copy that another process took over or finished first (counting only the
 # records still running on this process left such copies counted for good). Returns 1/0 per job
-# (0: a duplicate that wrote nothing).
-FINISH = (
-    ALLOW_OOM
-    + rec.SLICED
-    + f"""
+# (0: a duplicate that wrote nothing). FINISH_CELERY is the same script that also writes the
+# Celery result of each job whose record is flagged for one. The worker sends it only for a batch
+# that may hold such a job, which it knows without reading the records (a stock client's message,
+# a message whose producer said so in ``predictq_celery``, or the worker's own setting on): other
+# batches pay nothing for it, not even the bytes of its Lua (the pipelined FINISH goes out as
+# EVAL).
+_FINISH = """
 local out = {{}}
 local counts = {{}}
 local replies = {{}}
@@ -296,9 +315,9 @@ for b = 14, #ARGV, 8 do
   local id = ARGV[b]
   local key = ARGV[5] .. id
   ids[#ids + 1] = id
-  local rec = redis.call('HMGET', key, 'status', 'ttl', 'reply', 'model')
+  local rec = redis.call('HMGET', key, 'status', 'ttl', 'reply', 'model'{flag})
   local st = rec[1]
-  if {_FINAL} then
+  if {final} then
     out[#out + 1] = 0
   else
     local status = ARGV[b + 1]
@@ -315,7 +334,7 @@ for b = 14, #ARGV, 8 do
       fields[#fields + 1] = 'version'; fields[#fields + 1] = ARGV[b + 2]
     end
     redis.call('HSET', key, unpack(fields))
-    redis.call('EXPIRE', key, rec[2] or ARGV[2])
+    redis.call('EXPIRE', key, rec[2] or ARGV[2]){celery}
     redis.call('PUBLISH', ARGV[6] .. id, '1')
     if rec[3] then
       local list = replies[rec[3]]
@@ -355,6 +374,16 @@ elseif #ids > 0 then
 end
 return out
 """
+FINISH = ALLOW_OOM + rec.SLICED + _FINISH.format(final=_FINAL, flag="", celery="")
+FINISH_CELERY = (
+    ALLOW_OOM
+    + rec.SLICED
+    + celery_results.LUA
+    + _FINISH.format(
+        final=_FINAL,
+        flag=f", '{celery_results.FLAG}'",
+        celery="\n    if rec[5] then celery_result(key, id, ARGV[1], rec[2] or ARGV[2]) end",
+    )
 )
 
 # KEYS: busy key, leases. ARGV: the batch token, lease seconds, worker. Extends the lease while

@@ -96,6 +96,7 @@ class Runtime:
         self._start = self.redis.register_script(ledger.START)
         self._claim_start = self.raw.register_script(ledger.CLAIM_START)
         self._finish = self.redis.register_script(ledger.FINISH)
+        self._finish_celery = self.redis.register_script(ledger.FINISH_CELERY)
         self._dead = self.redis.register_script(ledger.DEAD_LETTER)
 
     def close(self) -> None:
@@ -270,13 +271,17 @@ class Runtime:
             )
         message = envelope.parse(raw)
         if message.jobs is None:
-            return [self.job(message.job_id, message.kwargs, raw, has_record=message.has_record)]
+            return [self.job(message.job_id, message.kwargs, raw, has_record=message.has_record,
+                             celery=message.celery)]  # fmt: skip
         return self.batch(message)
 
     @staticmethod
-    def job(job_id: str, kwargs: dict[str, Any], raw: str, *, has_record: bool = False) -> Job:
+    def job(
+        job_id: str, kwargs: dict[str, Any], raw: str, *, has_record: bool = False,
+        celery: bool = False,
+    ) -> Job:  # fmt: skip
         """The job a message's keyword arguments ask for; failed already if they are bad."""
-        job = Job(job_id, None, raw=raw, has_record=has_record)
+        job = Job(job_id, None, raw=raw, has_record=has_record, celery=celery)
         try:
             job.request = parse_request(kwargs)
         except InvalidInput as e:
@@ -307,7 +312,8 @@ class Runtime:
                                    record=False)  # fmt: skip
                 failed = InvalidInput(f"this job's rows cannot be read ({e})")
             # The rows are validated against the model's schema when the batch runs.
-            job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows)
+            job = Job(job_id, request, raw=raw, has_record=message.has_record, given=rows,
+                      celery=message.celery)  # fmt: skip
             if request is None or failed is not None:
                 job.model = str(shared.get("model", ""))[:128]
                 job.request = None
@@ -332,11 +338,12 @@ class Runtime:
         now = time.time()
         argv: list[Any] = [f"{now:.6f}", self.worker, now + self.settings.visibility_timeout,
                            self.settings.result_ttl, ledger.JOB_PREFIX,
-                           "1" if index else ""]  # fmt: skip
+                           "1" if index else "",
+                           "1" if self.settings.celery_results else ""]  # fmt: skip
         for job in jobs:
             r = job.request
             if job.has_record:
-                argv += [job.id, ""]
+                argv += [job.id, "c" if job.celery else ""]
                 continue
             argv += [
                 job.id,
@@ -412,7 +419,8 @@ class Runtime:
                   batch_rows=self.settings.batch_max_rows, timing=self._timing)  # fmt: skip
         finish_keys, argv = self._finish_args(jobs, None, index=False)
         pipe = self.raw.pipeline(transaction=False)
-        pipe.eval(ledger.FINISH, len(finish_keys), *finish_keys, *argv)
+        script = ledger.FINISH_CELERY if self._celery(jobs) else ledger.FINISH
+        pipe.eval(script, len(finish_keys), *finish_keys, *argv)
         token = _new_token()
         if block > 0:
             timeout: Any = block  # Redis takes fractional seconds; redis-py's annotation says int
@@ -443,7 +451,8 @@ class Runtime:
         lease, as long as the process still holds it.
         """
         finish_keys, argv = self._finish_args(jobs, landing, index=index)
-        flags = self._finish(keys=finish_keys, args=argv)
+        script = self._finish_celery if self._celery(jobs) else self._finish
+        flags = script(keys=finish_keys, args=argv)
         written = int(sum(flags))
         if landing is None:
             self._release()
@@ -454,6 +463,12 @@ class Runtime:
         metrics.jobs_ended(jobs, flags, float(argv[0]))
         self._warn_duplicates(len(jobs), written)
         return written
+
+    def _celery(self, jobs: list[Job]) -> bool:
+        """Whether any of ``jobs`` may get a Celery result (FINISH then writes those of the jobs
+        whose records are flagged): a stock client's job, one whose producer asked for it, or
+        any with this worker's setting on. Known from the messages, never read from Redis."""
+        return self.settings.celery_results or any(j.celery or not j.has_record for j in jobs)
 
     @staticmethod
     def _warn_duplicates(jobs: int, written: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import redis
 
+from producer import celery_results
 from producer import records as rec
 from producer.records import stats_key
 from registry import InvalidInput, JobTimeout, Settings, WorkerLost, keys
@@ -35,15 +36,19 @@ log = logging.getLogger(__name__)
 _RECOVER_WITHIN = 60
 
 # fail(): ends a job as failed with ``err`` (JSON), keeping it ``ttl`` more seconds, and tells its
-# waiters (wake-up channel, reply list) and the per-minute stats (in all and per model). With
-# clock() and restamp() (records.STAMP): requeued jobs are indexed and stamped on Redis's clock, as
-# SUBMIT does.
+# waiters (wake-up channel, reply list, its Celery result when it gets one) and the per-minute
+# stats (in all and per model). With clock() and restamp() (records.STAMP): requeued jobs are
+# indexed and stamped on Redis's clock, as SUBMIT does.
 FAIL = (
     rec.STAMP
-    + """
+    + celery_results.LUA
+    + f"""
 local function fail(key, id, err, ttl, reply, now, done_prefix, reply_ttl, stats, stats_ttl)
   redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error', err)
   redis.call('EXPIRE', key, ttl or 86400)
+  if redis.call('HGET', key, '{celery_results.FLAG}') then
+    celery_result(key, id, now, ttl or 86400)
+  end
   redis.call('PUBLISH', done_prefix .. id, '1')
   if reply then
     redis.call('RPUSH', reply, id)
@@ -77,10 +82,10 @@ local at = clock()
 local out = {}
 local max = tonumber(ARGV[2])
 local function contain(key, id, err, rec, msg, attempts)
-  fail(key, id, err, rec[5] or ARGV[12], rec[4], ARGV[1], ARGV[4], ARGV[6], KEYS[4], ARGV[7])
   -- The record keeps the payload (it expires with the record) for `predictq dead retry`;
   -- the dead letter keeps a bounded excerpt, so dead letters stay small.
   redis.call('HSET', key, 'payload', msg, 'attempts', attempts)
+  fail(key, id, err, rec[5] or ARGV[12], rec[4], ARGV[1], ARGV[4], ARGV[6], KEYS[4], ARGV[7])
   redis.call('ZREM', KEYS[5], id)
   redis.call('LPUSH', KEYS[3], cjson.encode({id = id, error = cjson.decode(err),
     at = tonumber(ARGV[1]), attempts = attempts, message = string.sub(msg, 1, 4096)}))
@@ -105,6 +110,12 @@ for b = 14, #ARGV, 3 do
     if attempts >= max then
       if not rec[1] then
         redis.call('HSET', key, 'model', '', 'alias', '', 'submitted_at', ARGV[1], 'ttl', ARGV[12])
+        -- No record and not one of ours: a stock client's job, which waits on a Celery result.
+        if not string.find(ARGV[b + 1], '"predictq_record":true', 1, true) then
+          redis.call('HSET', key, '"""
+    + celery_results.FLAG
+    + """', '1')
+        end
       end
       contain(key, id, lost, rec, ARGV[b + 1], attempts)
       out[#out + 1] = 'failed'

@@ -28,15 +28,18 @@ def _run(rt: Runtime, jobs: list[Any]) -> None:
 
 @celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
 def predict(self: Any, *args: Any, **kwargs: Any) -> None:
-    """Run one prediction job; its outcome goes to the job record, never to a Celery result."""
+    """Run one prediction job; its outcome goes to the job record (and the ledger's scripts
+    write a stock client's Celery result, never Celery itself: see producer/celery_results.py)."""
     kwargs = envelope.with_positional(args, kwargs)
     rt = runtime()
+    headers = self.request.headers or {}
     # The record of a job sent by a stock client keeps its message, for recovery.
     try:
         raw = task_message(str(self.request.id), kwargs, rt.settings.queue)
     except orjson.JSONEncodeError:
         raw = ""  # not JSON orjson can write (an integer past 64 bits): the job fails anyway
-    _run(rt, [rt.job(str(self.request.id), kwargs, raw)])
+    job = rt.job(str(self.request.id), kwargs, raw, celery=headers.get("predictq_celery") is True)
+    _run(rt, [job])
 
 
 @celery_app.task(name=BATCH_TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
@@ -44,7 +47,8 @@ def predict_batch(self: Any, **kwargs: Any) -> None:
     """Run the jobs of one batch message (what ``submit_many`` sends) together."""
     rt = runtime()
     has_record = bool((self.request.headers or {}).get("predictq_record"))
+    celery = (self.request.headers or {}).get("predictq_celery") is True
     message = envelope.TaskMessage(
-        str(self.request.id), kwargs, has_record, envelope.batch_jobs(kwargs)
+        str(self.request.id), kwargs, has_record, envelope.batch_jobs(kwargs), celery
     )
     _run(rt, rt.batch(message))
