@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from . import mlflow_cli
 from .console import echo_json, make_console, make_table
 from .errors import InvalidInput, SchemaWarning
 from .registry import DEFAULT_ALIAS, Registry
@@ -16,6 +17,8 @@ from .schema import InputSchema
 app = typer.Typer(help="Register, promote, roll back and inspect model versions.",
                   no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 console = make_console()  # literal text (a name or path may hold [brackets]), unwrapped piped
+app.command("import")(mlflow_cli.import_model)
+app.command()(mlflow_cli.follow)
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
