@@ -11,10 +11,12 @@ and retried: the follower never exits on its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
@@ -147,8 +149,12 @@ class Follower:
             if reg.redis.get(marker) == token:
                 reg.redis.delete(marker)
 
-    def run(self, stop: threading.Event) -> None:
-        """``step`` every interval until ``stop`` is set; every failure is logged and retried."""
+    def run(self, stop: threading.Event, *, heartbeat: Path | None = None) -> None:
+        """``step`` every interval until ``stop`` is set; every failure is logged and retried.
+
+        ``heartbeat`` is touched after each check, failed or not: a container health check
+        reads its age to tell a running loop from a stuck one.
+        """
         log.info("following MLflow %s into %s %r every %gs", self.followed, self.name,
                  self.alias, self.interval)  # fmt: skip
         while not stop.is_set():
@@ -162,5 +168,8 @@ class Follower:
             except Exception as e:  # never crash: the alias keeps serving, the next try may work
                 log.error("unexpected %s: %s; retrying in %gs", type(e).__name__,
                           " ".join(str(e).split())[:500], self.interval)  # fmt: skip
+            if heartbeat is not None:
+                with contextlib.suppress(OSError):
+                    heartbeat.touch()
             stop.wait(self.interval)
         log.info("stopped following MLflow %s", self.followed)

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import warnings
+from pathlib import Path
 from types import FrameType
 
 import typer
@@ -52,6 +53,11 @@ def follow(
     ),
     alias: str = typer.Option(DEFAULT_ALIAS, "--alias", help="The predictq alias kept in step."),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between checks."),
+    heartbeat: Path | None = typer.Option(
+        None,
+        "--heartbeat",
+        help="A file touched after each check, for a health check to read its age.",
+    ),
 ) -> None:
     """Keep ALIAS of NAME in step with an MLflow alias: import, check and promote each version
     it moves to. Runs until SIGTERM or Ctrl-C; logs one line per action."""
@@ -70,4 +76,4 @@ def follow(
 
     signal.signal(signal.SIGTERM, stopping)
     signal.signal(signal.SIGINT, stopping)
-    follower.run(stop)
+    follower.run(stop, heartbeat=heartbeat)

@@ -118,9 +118,11 @@ def mlflow_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowMo
             # MLflow warns about its own type-hint inference while logging: not ours to fix.
             with mlflow.start_run(experiment_id=experiment) as run, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                mlflow.sklearn.log_model(model, name="model", signature=signature,
-                                         serialization_format=fmt,
-                                         registered_model_name="churn", **extra)  # fmt: skip
+                # Explicit requirements: inferring them loads the model in a subprocess (seconds).
+                mlflow.sklearn.log_model(
+                    model, name="model", signature=signature, serialization_format=fmt,
+                    pip_requirements=["scikit-learn"], registered_model_name="churn", **extra,
+                )  # fmt: skip
             run_ids[version] = run.info.run_id
         found = MlflowModels(uri=uri, client=client, rows=_frame(12, 1), run_ids=run_ids)
         found.champion(1)
@@ -235,11 +237,13 @@ def test_follow_serves_each_version_the_mlflow_alias_moves_to_with_no_failed_job
     # Two followers at once: each MLflow version must still be imported once.
     logs = [tmp_path / f"follow-{i}.log" for i in range(2)]
     followers = []
-    for log in logs:
+    heartbeat = tmp_path / "alive"
+    for i, log in enumerate(logs):
         with open(log, "w") as out:
             followers.append(subprocess.Popen(
                 [sys.executable, "-m", "worker", "models", "follow", "churn",
-                 "--mlflow", "models:/churn@champion", "--interval", str(INTERVAL)],
+                 "--mlflow", "models:/churn@champion", "--interval", str(INTERVAL),
+                 *(["--heartbeat", str(heartbeat)] if i == 0 else [])],
                 env={**os.environ, **env}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             ))  # fmt: skip
     try:
@@ -262,7 +266,8 @@ def test_follow_serves_each_version_the_mlflow_alias_moves_to_with_no_failed_job
             served: list[int] = []
 
             def serves_v2() -> bool:
-                served.append(client.wait(client.submit("churn", rows), timeout=30).version)
+                ids.append(client.submit("churn", rows))
+                served.append(client.wait(ids[-1], timeout=30).version)
                 return registry.get("churn", served[-1]).tags["mlflow.model_version"] == "2"
 
             wait_for(serves_v2, INTERVAL + 30, "a worker to serve MLflow v2")
@@ -288,6 +293,7 @@ def test_follow_serves_each_version_the_mlflow_alias_moves_to_with_no_failed_job
     assert output.count("promoted churn v2 to 'production'") == 1, output
     assert output.count("stopped following MLflow models:/churn@champion") == 2, output
     assert "Traceback" not in output
+    assert heartbeat.exists()  # what the compose health check reads
 
 
 def test_follow_keeps_serving_when_the_new_version_is_incompatible_or_mlflow_is_down(
@@ -316,6 +322,8 @@ def test_follow_keeps_serving_when_the_new_version_is_incompatible_or_mlflow_is_
         f"retrying every {INTERVAL:g}s"
     ]  # logged once, however many retries
 
+    with pytest.raises(InvalidInput, match="names no MLflow alias"):
+        Follower("churn", "models:/churn/1")
     down = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(MlflowUnavailable, match="Check that the tracking server is up"):
         Follower("churn", "models:/churn@champion", tracking_uri=down,
