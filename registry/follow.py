@@ -15,13 +15,14 @@ import contextlib
 import logging
 import secrets
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 from . import keys
-from .errors import InvalidInput, ModelNotFound, PredictqError, VersionConflict
+from .errors import InvalidInput, ModelNotFound, PredictqError, SchemaWarning, VersionConflict
 from .mlflow import (
     MODEL_TAG,
     VERSION_TAG,
@@ -138,10 +139,15 @@ class Follower:
                 return meta
             log.info("MLflow %s names %s v%s: importing it into %s", self.followed,
                      self.mlflow_name, version, self.name)  # fmt: skip
-            meta = import_mlflow(
-                reg, self.name, f"models:/{self.mlflow_name}/{version}",
-                tracking_uri=self.tracking_uri, tags={"mlflow.alias": self.mlflow_alias},
-            )  # fmt: skip
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SchemaWarning)
+                meta = import_mlflow(
+                    reg, self.name, f"models:/{self.mlflow_name}/{version}",
+                    tracking_uri=self.tracking_uri, tags={"mlflow.alias": self.mlflow_alias},
+                )  # fmt: skip
+            for warning in caught:  # one log line each, not Python's two-line warning
+                log.warning("%s: %s", warning.category.__name__,
+                            " ".join(str(warning.message).split()))  # fmt: skip
             log.info("imported MLflow %s v%s as %s v%d (sha256 %s...)", self.mlflow_name,
                      version, self.name, meta.version, meta.sha256[:12])  # fmt: skip
             return meta
