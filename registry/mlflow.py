@@ -260,8 +260,7 @@ def declared_columns(mlmodel: dict[str, Any]) -> tuple[list[Column] | None, str 
             return None, "the MLflow signature's columns have no names"
         if not isinstance(kind, str) or kind not in _TYPES:
             shown = kind if isinstance(kind, str) else json.dumps(kind)[:40]
-            return None, f"column {name!r} of the MLflow signature is {shown}, which predictq " \
-                "cannot type"  # fmt: skip
+            return None, f"column {name!r} of the MLflow signature is {shown}, not a plain type"
         columns.append(Column(name=str(name), type=_TYPES[kind],
                               nullable=spec.get("required", True) is False))  # fmt: skip
     return columns, None

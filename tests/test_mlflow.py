@@ -342,3 +342,34 @@ def test_follow_keeps_serving_when_the_new_version_is_incompatible_or_mlflow_is_
     runner.join(timeout=30)
     assert not runner.is_alive()
     assert registry.get("churn").tags["mlflow.model_version"] == "1"
+
+
+def test_a_tensor_signature_or_an_untyped_column_leaves_the_schema_to_the_fitted_model(
+    registry, fitted, tmp_path
+) -> None:
+    import pickle
+
+    from registry import SchemaWarning
+    from registry.mlflow import declared_columns
+
+    tensor = '[{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 6]}}]'
+    directory = tmp_path / "numpy-model"
+    directory.mkdir()
+    (directory / "model.pkl").write_bytes(pickle.dumps(fitted))
+    (directory / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: pickle\n"
+        f"signature:\n  inputs: '{tensor}'\n"
+    )
+    with pytest.warns(SchemaWarning, match="tensor spec, which has no typed columns"):
+        meta = registry.import_mlflow("numpy", str(directory))
+    assert meta.signature.input_schema.source == "default" and meta.signature.n_features == 6
+
+    columns, _ = declared_columns({"signature": {"inputs": json.dumps([
+        {"type": "long", "name": "n"}, {"type": "float", "name": "x", "required": False},
+        {"type": "boolean", "name": "b"}, {"type": "string", "name": "s"},
+    ])}})  # fmt: skip
+    assert [(c.type, c.nullable) for c in columns or []] == [
+        ("integer", False), ("number", True), ("boolean", False), ("string", False)]  # fmt: skip
+    dated = {"signature": {"inputs": '[{"type": "datetime", "name": "when"}]'}}
+    assert declared_columns(dated) == (
+        None, "column 'when' of the MLflow signature is datetime, not a plain type")  # fmt: skip
