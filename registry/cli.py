@@ -17,8 +17,6 @@ from .schema import InputSchema
 app = typer.Typer(help="Register, promote, roll back and inspect model versions.",
                   no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 console = make_console()  # literal text (a name or path may hold [brackets]), unwrapped piped
-app.command("import")(mlflow_cli.import_model)
-app.command()(mlflow_cli.follow)
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -253,3 +251,8 @@ def rebuild() -> None:
     count = reg.rebuild()
     console.print(f"restored {count} version(s) of {len(reg.models())} model(s) "
                   f"from {reg.store.location}")  # fmt: skip
+
+
+# Models from MLflow (registry/mlflow_cli.py): listed after the registry's own commands.
+app.command("import")(mlflow_cli.import_model)
+app.command()(mlflow_cli.follow)
