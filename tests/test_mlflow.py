@@ -256,7 +256,7 @@ def test_follow_serves_each_version_the_mlflow_alias_moves_to_with_no_failed_job
         def submit() -> None:
             while not stop.is_set():
                 ids.append(client.submit("churn", rows))
-                stop.wait(0.02)
+                stop.wait(0.05)
 
         submitter = threading.Thread(target=submit)
         submitter.start()
@@ -286,8 +286,8 @@ def test_follow_serves_each_version_the_mlflow_alias_moves_to_with_no_failed_job
 
     assert codes == [0, 0], output
     assert [res.status for res in results].count("succeeded") == len(results) > 0, output
-    v2 = [res for res in results if res.version == served[-1]]
-    assert all(res.predictions == mlflow_models.pyfunc(2) for res in v2)
+    expected = mlflow_models.pyfunc(2)
+    assert all(res.predictions == expected for res in results if res.version == served[-1])
     imported = [m.tags["mlflow.model_version"] for m in registry.versions("churn")]
     assert sorted(imported) == ["1", "2"], output  # each once, however many followers
     assert output.count("promoted churn v2 to 'production'") == 1, output
