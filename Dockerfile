@@ -4,7 +4,7 @@ COPY pyproject.toml README.md ./
 COPY registry ./registry
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install --no-cache-dir '.[flower,api,s3]' \
+RUN pip install --no-cache-dir '.[flower,api,s3,mlflow]' \
     && useradd --create-home predictq \
     && mkdir -p /data/artifacts && chown -R predictq /data
 USER predictq

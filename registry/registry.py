@@ -7,7 +7,7 @@ import json
 import os
 import socket
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from .errors import (
 from .models import ModelVersion, PromotionEvent
 from .modules import require_importable, unimportable
 from .names import check_name
-from .schema import incompatibilities
+from .schema import Column, incompatibilities
 from .settings import Settings, get_settings
 from .signature import current_environment, signature_of
 from .store import Tombstone, open_store
@@ -82,6 +82,7 @@ class Registry:
         metrics: Mapping[str, float] | None = None,
         format: formats.Format | None = None,
         input_example: Any = None,
+        input_columns: Sequence[Column] | None = None,
     ) -> ModelVersion:
         """Store a fitted estimator (or a joblib or .skops file) as the next version of ``name``.
 
@@ -89,7 +90,8 @@ class Registry:
         types); a file's format follows its extension. ``input_example`` (a pandas DataFrame or
         a list of records, a few rows the model takes) types the input columns; without it
         they are typed from what the fitted estimator tells (see registry/schema.py), and a
-        SchemaWarning says when that is not enough.
+        SchemaWarning says when that is not enough. ``input_columns`` (an MLflow signature's)
+        type them when no example does; see ``import_mlflow``.
         """
         check_name(name)
         trusted = self.settings.skops_trusted_types
@@ -101,10 +103,10 @@ class Registry:
             # Registering a joblib file unpickles it here, once, to read its signature: only
             # register joblib files you trust. Workers never load an artifact whose hash differs.
             estimator = _load_to_register(path, data, fmt, trusted, name)
-            sig, notes = signature_of(estimator, input_example)
+            sig, notes = signature_of(estimator, input_example, declared=input_columns)
         else:
             fmt = format or "joblib"
-            sig, notes = signature_of(estimator_or_path, input_example)
+            sig, notes = signature_of(estimator_or_path, input_example, declared=input_columns)
             data = formats.dumps(estimator_or_path, fmt, trusted)
             modules = require_importable(data, fmt, name)
         for note in notes:
@@ -142,6 +144,26 @@ class Registry:
         if promote:
             self.promote(name, version, alias=alias)
         return meta
+
+    def import_mlflow(
+        self,
+        name: str,
+        source: str,
+        *,
+        promote: bool = False,
+        alias: str = DEFAULT_ALIAS,
+        tracking_uri: str | None = None,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ModelVersion:
+        """Register an MLflow scikit-learn model (a directory, ``runs:/`` or ``models:/`` URI)
+        as the next version of ``name``; see registry/mlflow.py. Needs ``predictq[mlflow]``."""
+        from .mlflow import import_mlflow  # MLflow is optional: imported only when used
+
+        return import_mlflow(
+            self, name, source, promote=promote, alias=alias, tracking_uri=tracking_uri,
+            description=description, tags=tags,
+        )  # fmt: skip
 
     def promote(
         self,

@@ -66,8 +66,10 @@ class InputSchema(BaseModel):
         description="Whether the worker hands the model a pandas DataFrame (a model fitted on "
         "one that selects columns by name or takes non-numeric ones) rather than a float array.",
     )
-    source: Literal["example", "estimator", "default"] = Field(
-        "default", description="What the schema was inferred from."
+    source: Literal["example", "estimator", "default", "signature"] = Field(
+        "default",
+        description="What the schema was inferred from (signature: an MLflow model's, typed "
+        "further from the estimator).",
     )
 
     # Cached: both are read for every job submitted, and a schema is not changed once built.
@@ -359,31 +361,57 @@ def needs_frame(estimator: Any, columns: list[Column], named: bool) -> bool:
     return _column_transformer(estimator) is not None
 
 
+def _matched(
+    columns: list[Column], feature_names: list[str] | None, n_features: int, what: str
+) -> list[Column]:
+    """``columns`` in the model's feature order; InvalidInput when they are not its features."""
+    given = [c.name for c in columns]
+    if feature_names is not None:
+        if sorted(given) != sorted(feature_names):
+            missing = [n for n in feature_names if n not in given]
+            extra = [n for n in given if n not in feature_names]
+            raise InvalidInput(
+                f"{what}'s columns do not match the model's feature names "
+                f"(missing {missing[:5]}, unknown {extra[:5]})"
+            )
+        by_name = {c.name: c for c in columns}
+        return [by_name[n] for n in feature_names]
+    if len(columns) != n_features:
+        raise InvalidInput(f"{what} has {len(columns)} columns, the model takes {n_features}")
+    return columns
+
+
 def infer_schema(
-    estimator: Any, n_features: int, feature_names: list[str] | None, example: Any = None
+    estimator: Any,
+    n_features: int,
+    feature_names: list[str] | None,
+    example: Any = None,
+    *,
+    declared: Sequence[Column] | None = None,
 ) -> tuple[InputSchema, list[str]]:
-    """The input schema of a fitted estimator, and warnings for the one who registers it."""
+    """The input schema of a fitted estimator, and warnings for the one who registers it.
+
+    ``declared`` columns (an MLflow signature's) take the place of an example; when they are
+    not the model's features, the schema is read off the estimator instead, with a warning.
+    """
     warnings: list[str] = []
     named = feature_names is not None
+    columns: list[Column] | None = None
+    source: Literal["example", "estimator", "default", "signature"] = "example"
     if example is not None:
-        columns = example_columns(example)
-        given = [c.name for c in columns]
-        if named:
-            assert feature_names is not None
-            if sorted(given) != sorted(feature_names):
-                missing = [n for n in feature_names if n not in given]
-                extra = [n for n in given if n not in feature_names]
-                raise InvalidInput(
-                    f"the input example's columns do not match the model's feature names "
-                    f"(missing {missing[:5]}, unknown {extra[:5]}): give an example of the "
-                    "rows the model was fitted on"
-                )
-            by_name = {c.name: c for c in columns}
-            columns = [by_name[n] for n in feature_names]
-        elif len(columns) != n_features:
-            raise InvalidInput(
-                f"the input example has {len(columns)} columns, the model takes {n_features}"
-            )
+        try:
+            columns = _matched(example_columns(example), feature_names, n_features,
+                               "the input example")  # fmt: skip
+        except InvalidInput as e:
+            raise InvalidInput(f"{e}: give an example of the rows the model was fitted on") from e
+    elif declared is not None:
+        source = "signature"
+        try:
+            columns = _matched([c.model_copy() for c in declared], feature_names, n_features,
+                               "the signature")  # fmt: skip
+        except InvalidInput as e:
+            warnings.append(f"{e}, so the schema is read off the fitted model instead")
+    if columns is not None:
         # The estimator can still say more: that an imputer takes missing values, say.
         learned = [Column(name=c.name, type=c.type) for c in columns]
         estimator_columns(estimator, learned)
@@ -391,7 +419,6 @@ def infer_schema(
             column.nullable = column.nullable or seen.nullable
             if column.type == "category" and column.categories is None:
                 column.categories = seen.categories
-        source: Literal["example", "estimator", "default"] = "example"
     else:
         columns = default_schema(n_features, feature_names).columns
         untyped = estimator_columns(estimator, columns)

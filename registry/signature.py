@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 import joblib
@@ -10,12 +11,16 @@ import numpy as np
 
 from .errors import InvalidInput
 from .models import Environment, Signature
-from .schema import InputSchema, infer_schema, json_value, model_input, quiet_names
+from .schema import Column, InputSchema, infer_schema, json_value, model_input, quiet_names
 from .validation import validate_rows
 
 
-def signature_of(estimator: Any, input_example: Any = None) -> tuple[Signature, list[str]]:
+def signature_of(
+    estimator: Any, input_example: Any = None, *, declared: Sequence[Column] | None = None
+) -> tuple[Signature, list[str]]:
     """The signature of a fitted estimator, and warnings for the one who registers it.
+
+    ``declared`` input columns (an MLflow signature's) type the schema when no example does.
 
     Refuses objects that are not fitted predictors, and an ``input_example`` the model cannot
     predict on: what registers is what serves.
@@ -34,7 +39,9 @@ def signature_of(estimator: Any, input_example: Any = None) -> tuple[Signature, 
     classes = getattr(estimator, "classes_", None)
     if isinstance(classes, list):  # one array per output of a multi-output classifier
         classes = [json_value(c) for c in classes]
-    schema, warnings = infer_schema(estimator, int(n_features), names, input_example)
+    schema, warnings = infer_schema(
+        estimator, int(n_features), names, input_example, declared=declared
+    )
     outputs = int(getattr(estimator, "n_outputs_", 1) or 1)
     if input_example is not None:
         outputs = _try_example(estimator, schema, input_example)

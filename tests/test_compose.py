@@ -25,7 +25,7 @@ def test_every_predictq_service_runs_a_real_predictq_command() -> None:
     entrypoint = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["predictq"]' in entrypoint
     ours = {name: s for name, s in services.items() if s.get("build") == "."}
-    assert set(ours) == {"worker", "flower", "api"}
+    assert set(ours) == {"worker", "flower", "api", "follow"}
     for name, service in ours.items():
         argv = [str(a) for a in service["command"]]
         # --help parses every option given, so an unknown command or flag fails here.
@@ -61,7 +61,7 @@ def test_the_api_service_takes_its_keys_from_the_environment_and_the_image_insta
 
 def test_every_service_restarts_by_itself_and_has_a_health_check() -> None:
     services = _compose()["services"]
-    assert set(services) == {"redis", "worker", "api", "flower"}
+    assert set(services) == {"redis", "worker", "api", "flower", "follow"}
     for name, service in services.items():
         assert service.get("restart") in {"always", "unless-stopped"}, name
         check = service.get("healthcheck", {})

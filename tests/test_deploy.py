@@ -490,3 +490,26 @@ def test_the_alert_rules_are_a_valid_prometheus_rule_file_with_actionable_alerts
     assert "predictq_jobs_total" in reads["PredictqHighFailureRate"]
     assert "predictq_dead_letters" in reads["PredictqDeadLettersRising"]
     assert "predictq_model_load_failures_total" in reads["PredictqModelLoadFailed"]
+
+
+def test_the_optional_mlflow_follower_validates_runs_once_and_runs_the_compose_command() -> None:
+    path = K8S / "optional" / "follow-deployment.yaml"
+    assert f"# - {path.relative_to(K8S)}" in (K8S / "kustomization.yaml").read_text()
+    doc = _yaml(path)
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    spec = doc["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # Kubernetes expands $(VAR) from the container's env; compose expands ${VAR:-default}.
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], a) for a in container["args"]]
+    assert args[:5] == ["models", "follow", "CHANGE-ME-model", "--mlflow",
+                        "models:/CHANGE-ME-model@champion"]  # fmt: skip
+    compose = _yaml(REPO / "docker-compose.yml")["services"]["follow"]
+    flags = [a for a in compose["command"] if str(a).startswith("--")]
+    assert [a for a in container["args"] if a.startswith("--")] == flags
+    assert container["image"] == compose["image"] == "predictq:latest"
+    assert "MLFLOW_TRACKING_URI" in env and "MLFLOW_TRACKING_URI" in compose["environment"]
+    heartbeat = args[args.index("--heartbeat") + 1]
+    assert heartbeat in " ".join(container["livenessProbe"]["exec"]["command"])
