@@ -7,9 +7,20 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+import redis
+from celery import Celery
 
 from producer import Client, JobNotFound
+from registry import Registry, Settings
+from worker.dead_letters import list_dead, retry_dead
+
+from .conftest import wait_for
+from .poison import PoisonClassifier, SlowClassifier
+
+X3 = np.array([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+Y2 = np.array([0, 1])
 
 
 @pytest.mark.timeout(60)
@@ -25,3 +36,38 @@ def test_wait_many_fails_fast_when_a_record_it_saw_expires(
     with pytest.raises(JobNotFound, match="expired"):
         client.wait_many(ids, timeout=40)
     assert time.monotonic() - began < 20
+
+
+@pytest.mark.timeout(120)
+def test_a_stock_job_from_celery_s_task_path_retried_from_its_dead_letter_gets_a_result_again(
+    registry: Registry, settings: Settings, start_worker, r: redis.Redis, redis_url: str
+) -> None:
+    # Celery's own consumer runs the job (batching off); it outlives its time limit and is
+    # contained as a dead letter, whose message is the one the record keeps. The model is
+    # fixed, and the letter retried to a batch consumer: the stock client waiting again must
+    # get the new result, not wait forever on the one the retry deleted.
+    registry.register("slow", SlowClassifier().fit(X3, Y2), promote=True)
+    old = start_worker(PREDICTQ_BATCHING="false", PREDICTQ_TIME_LIMIT="2",
+                       PREDICTQ_VISIBILITY_TIMEOUT="6", PREDICTQ_MAX_ATTEMPTS="1")  # fmt: skip
+    first = Celery(broker=redis_url, backend=redis_url)
+    try:
+        job = str(first.send_task("predictq.predict", queue="predictq",
+                                  kwargs={"model": "slow", "rows": [[777.0, 0.0, 0.0]]}).id)  # fmt: skip
+        with pytest.raises(RuntimeError, match=r"^(timeout|worker_lost): "):
+            first.AsyncResult(job).get(timeout=60)
+    finally:
+        first.close()
+    wait_for(lambda: any(e["id"] == job for e in list_dead(r)), 30, "the dead letter")
+
+    # The fleet is back on the batch consumer (the default) when the letter is retried.
+    old.stop()
+    start_worker()
+    registry.register("slow", PoisonClassifier().fit(X3, Y2), promote=True)
+    assert retry_dead(r, settings, {job}) == {job: "retried"}
+
+    again = Celery(broker=redis_url, backend=redis_url)
+    try:
+        record = again.AsyncResult(job).get(timeout=30)
+    finally:
+        again.close()
+    assert (record["status"], record["predictions"]) == ("succeeded", [1])

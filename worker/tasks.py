@@ -33,12 +33,16 @@ def predict(self: Any, *args: Any, **kwargs: Any) -> None:
     kwargs = envelope.with_positional(args, kwargs)
     rt = runtime()
     headers = self.request.headers or {}
-    # The record of a job sent by a stock client keeps its message, for recovery.
+    # A stock client's message (no record written at submission) waits on a Celery result.
+    celery = headers.get("predictq_celery") is True or headers.get("predictq_record") is not True
+    # The record of a job sent by a stock client keeps its message, for recovery and `dead
+    # retry`; it says the record exists by then, so it must say the Celery result too, or a
+    # batch consumer that meets it again finishes the job without one.
     try:
-        raw = task_message(str(self.request.id), kwargs, rt.settings.queue)
+        raw = task_message(str(self.request.id), kwargs, rt.settings.queue, celery=celery)
     except orjson.JSONEncodeError:
         raw = ""  # not JSON orjson can write (an integer past 64 bits): the job fails anyway
-    job = rt.job(str(self.request.id), kwargs, raw, celery=headers.get("predictq_celery") is True)
+    job = rt.job(str(self.request.id), kwargs, raw, celery=celery)
     _run(rt, [job])
 
 
