@@ -5,6 +5,7 @@ path (``PREDICTQ_BATCHING=false``) and queued again after a dead letter.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ import redis
 from celery import Celery
 
 from producer import Client, JobNotFound
-from registry import Registry, Settings
+from registry import Registry, Settings, keys
 from worker.dead_letters import list_dead, retry_dead
 
 from .conftest import wait_for
@@ -51,8 +52,8 @@ def test_a_stock_job_from_celery_s_task_path_retried_from_its_dead_letter_gets_a
                        PREDICTQ_VISIBILITY_TIMEOUT="6", PREDICTQ_MAX_ATTEMPTS="1")  # fmt: skip
     first = Celery(broker=redis_url, backend=redis_url)
     try:
-        job = str(first.send_task("predictq.predict", queue="predictq",
-                                  kwargs={"model": "slow", "rows": [[777.0, 0.0, 0.0]]}).id)  # fmt: skip
+        stuck = {"model": "slow", "rows": [[777.0, 0.0, 0.0]]}
+        job = str(first.send_task("predictq.predict", queue="predictq", kwargs=stuck).id)
         with pytest.raises(RuntimeError, match=r"^(timeout|worker_lost): "):
             first.AsyncResult(job).get(timeout=60)
     finally:
@@ -71,3 +72,34 @@ def test_a_stock_job_from_celery_s_task_path_retried_from_its_dead_letter_gets_a
     finally:
         again.close()
     assert (record["status"], record["predictions"]) == ("succeeded", [1])
+
+
+@pytest.mark.timeout(90)
+def test_celery_s_own_result_backend_on_the_worker_never_overwrites_the_job_s_result(
+    promoted: str, start_worker, r: redis.Redis, redis_url: str
+) -> None:
+    # CELERY_RESULT_BACKEND in the worker's environment gives Celery's own app a backend, and
+    # a stock client's message may say not to ignore results (Python Celery before 5.5 always
+    # sent ignore_result false; here it is asked for): Celery's task path (batching off) then
+    # stored its task's return value (SUCCESS, None) over a failed job's FAILURE once the task
+    # returned (Celery keeps a SUCCESS it finds, so only failures were overwritten).
+    worker = start_worker(PREDICTQ_BATCHING="false", CELERY_RESULT_BACKEND=redis_url)
+    app = Celery(broker=redis_url, backend=redis_url)
+    try:
+        ok, missing = (
+            str(app.send_task("predictq.predict", queue="predictq",
+                              kwargs={"model": model, "rows": [[0.5] * 6]},
+                              ignore_result=False).id)
+            for model in (promoted, "no-such-model")
+        )  # fmt: skip
+        assert app.AsyncResult(ok).get(timeout=30)["status"] == "succeeded"
+        with pytest.raises(RuntimeError, match=r"^model_not_found: "):
+            app.AsyncResult(missing).get(timeout=30)
+        # Celery logs a task's end after storing its result.
+        for job in (ok, missing):
+            wait_for(lambda: f"[{job}] succeeded" in worker.output(), 30, "the task's end")  # noqa: B023
+        metas = [json.loads(r.get(keys.celery_meta(j)) or "{}") for j in (ok, missing)]
+        assert (metas[0]["status"], metas[0]["result"]["id"]) == ("SUCCESS", ok), metas[0]
+        assert (metas[1]["status"], metas[1]["result"]["code"]) == ("FAILURE", "model_not_found")
+    finally:
+        app.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from celery.backends.base import DisabledBackend
 
 from producer import BATCH_TASK_NAME, TASK_NAME
 from producer.messages import task_message
@@ -26,7 +27,15 @@ def _run(rt: Runtime, jobs: list[Any]) -> None:
     rt.run(rt.start(jobs, index=True), landing=f"{rt.landing}:task", index=True)
 
 
-@celery_app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
+# Celery never stores a result of these tasks: the ledger's scripts write the Celery result a
+# stock client reads. task_ignore_result is not enough, since a message's own ignore_result
+# (false from some clients) overrides it, and CELERY_RESULT_BACKEND in the environment gives the
+# app a backend whatever its configuration: Celery would then write SUCCESS, None over a failed
+# job's FAILURE when the task returns. A task's own backend, disabled, stores nothing.
+_NO_RESULTS = DisabledBackend(celery_app)
+
+
+@celery_app.task(name=TASK_NAME, bind=True, backend=_NO_RESULTS)  # type: ignore[untyped-decorator]
 def predict(self: Any, *args: Any, **kwargs: Any) -> None:
     """Run one prediction job; its outcome goes to the job record (and the ledger's scripts
     write a stock client's Celery result, never Celery itself: see producer/celery_results.py)."""
@@ -46,7 +55,7 @@ def predict(self: Any, *args: Any, **kwargs: Any) -> None:
     _run(rt, [job])
 
 
-@celery_app.task(name=BATCH_TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
+@celery_app.task(name=BATCH_TASK_NAME, bind=True, backend=_NO_RESULTS)  # type: ignore[untyped-decorator]
 def predict_batch(self: Any, **kwargs: Any) -> None:
     """Run the jobs of one batch message (what ``submit_many`` sends) together."""
     rt = runtime()
