@@ -103,3 +103,26 @@ def test_celery_s_own_result_backend_on_the_worker_never_overwrites_the_job_s_re
         assert (metas[1]["status"], metas[1]["result"]["code"]) == ("FAILURE", "model_not_found")
     finally:
         app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_job_submitted_again_under_its_id_does_not_answer_with_the_expired_one_s_result(
+    settings: Settings, promoted: str, start_worker, r: redis.Redis, redis_url: str
+) -> None:
+    # With PREDICTQ_CELERY_RESULTS, a job whose record expired while queued ends with a
+    # Celery FAILURE 'expired'. Its ID is free again (predictq score resubmits a chunk whose
+    # record is gone under the same ID): the new job's waiters must not get that old end.
+    with Client(settings=settings.model_copy(update={"celery_results": True})) as client:
+        client.submit(promoted, [[0.5] * 6], job_id="reused", ttl=1)
+        wait_for(lambda: not r.exists("predictq:job:reused"), 30, "the record to expire")
+        worker = start_worker()
+        wait_for(lambda: r.exists(keys.celery_meta("reused")), 30, "the expired job's result")
+        worker.stop()
+        client.submit(promoted, [[0.5] * 6], job_id="reused")
+        app = Celery(broker=redis_url, backend=redis_url)
+        try:
+            assert app.AsyncResult("reused").state == "PENDING"
+            start_worker()
+            assert app.AsyncResult("reused").get(timeout=30)["status"] == "succeeded"
+        finally:
+            app.close()
