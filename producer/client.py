@@ -621,12 +621,16 @@ class Client:
         A job with no record is waited for like the others (a stock Celery client's job has
         none until a worker takes it): it is read again once a second (few jobs) or every few
         seconds (many), and nothing else. At the deadline, JobNotFound names the first job
-        that still has no record, else JobTimeout the first that is not final.
+        that still has no record, else JobTimeout the first that is not final. A record that
+        was read during the wait and is gone at a later read expired: JobNotFound at once.
         """
         deadline = time.monotonic() + timeout
         order = list(dict.fromkeys(job_ids))
         pending = set(order)
         results: dict[str, JobResult] = {}
+        # Jobs whose record a read of this wait found: one gone later expired, and cannot
+        # come back, so waiting on for it would only spend the timeout.
+        seen: set[str] = set()
         polled = time.monotonic()
         # Many jobs: this client's own announce themselves on its reply list, and the first
         # poll for the others waits until that list is quiet for a moment (_FIRST_POLL) rather
@@ -646,7 +650,7 @@ class Client:
                     job_id=first,
                 )
             if len(pending) <= _SUBSCRIBE_AT_MOST:
-                lost = self._wait_subscribed(pending, min(remaining, _WAKE_SLICE), results)
+                lost = self._wait_subscribed(pending, min(remaining, _WAKE_SLICE), results, seen)
                 if lost is not None:
                     time.sleep(min(remaining, _RECONNECT_PAUSE))
                 continue
@@ -659,7 +663,7 @@ class Client:
             # announced to another waiter on this client): poll when the list is quiet, and
             # every _POLL_EVERY seconds anyway.
             if woke is None or time.monotonic() - polled > _POLL_EVERY:
-                self._drop_final(pending)
+                self._drop_final(pending, seen)
                 polled = time.monotonic()
                 quiet = _WAKE_SLICE
         unread = [j for j in order if j not in results]
@@ -697,7 +701,7 @@ class Client:
                 results[told.id] = told
 
     def _wait_subscribed(
-        self, pending: set[str], timeout: float, results: dict[str, JobResult]
+        self, pending: set[str], timeout: float, results: dict[str, JobResult], seen: set[str]
     ) -> redis.ConnectionError | None:
         """Subscribe to the wake-up channels of ``pending``, then wait up to ``timeout``;
         the connection error, when Redis went away meanwhile.
@@ -717,6 +721,7 @@ class Client:
                 # One with no record yet is read again next round (see wait_many).
                 ids = list(pending)
                 for job_id, found in zip(ids, self._fetch(ids), strict=True):
+                    self._check_seen(job_id, found is not None, seen)
                     if found is not None and found.done:
                         results[job_id] = found
                         pending.discard(job_id)
@@ -738,12 +743,25 @@ class Client:
                     pubsub.unsubscribe(*channels)
         return None
 
-    def _drop_final(self, pending: set[str]) -> None:
-        """Remove finished jobs from ``pending`` (one with no record stays: see wait_many)."""
+    def _check_seen(self, job_id: str, exists: bool, seen: set[str]) -> None:
+        """Note that ``job_id``'s record exists; JobNotFound if it existed and is gone."""
+        if exists:
+            seen.add(job_id)
+        elif job_id in seen:
+            raise JobNotFound(
+                f"the record of job {job_id!r} expired while it was waited for (its TTL "
+                "passed before a worker finished it): raise the job's ttl or PREDICTQ_RESULT_TTL",
+                job_id=job_id,
+            )
+
+    def _drop_final(self, pending: set[str], seen: set[str]) -> None:
+        """Remove finished jobs from ``pending`` (one with no record stays: see wait_many);
+        JobNotFound for one whose record ``seen`` holds and that is gone."""
         ids = list(pending)
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start : start + _READ_CHUNK]
             for job_id, status in zip(chunk, self._status(args=[JOB_PREFIX, *chunk]), strict=True):
+                self._check_seen(job_id, status is not None, seen)
                 if status in FINAL_STATUSES:
                     pending.discard(job_id)
 

@@ -46,13 +46,13 @@ end
 # KEYS: queue, queued index. ARGV: now, reply list ('' for none, '*' for each job's own wake-up
 # list), '1' to check for existing IDs, job key prefix, model, alias, pinned version or '',
 # probabilities, ttl, wake-up list prefix, most jobs queued, jobs to admit (0: already admitted),
-# message count m, the m messages, '1' to flag every record for a Celery result
-# (PREDICTQ_CELERY_RESULTS; see celery_results.py), then per job: id, and its own message (a job
-# sent alone; '' for a job in a batch message, whose claim list holds its message until it
-# ends). Writes each
-# record as 'queued', indexes it and pushes the messages, with the time it was queued on Redis's
-# clock in the index and in each message's ``predictq_at``. With the check on and any ID taken,
-# nothing is written: the caller leaves those jobs out of its messages and calls again. Returns
+# message count m, the m messages, '1' to flag every record for a Celery result, dropping one
+# left under its ID (PREDICTQ_CELERY_RESULTS; see celery_results.py), then per job: id, and its
+# own message (a job sent alone; '' for a job in a batch message, whose claim list holds its
+# message until it ends). Writes each record as 'queued', indexes it and pushes the messages,
+# with the time it was queued on Redis's clock in the index and in each message's
+# ``predictq_at``. With the check on and any ID taken, nothing is written: the caller leaves
+# those jobs out of its messages and calls again. Returns
 # 1 (enqueued) or 0 (ID exists) per job; or, when the queued index plus the jobs to admit (the
 # whole submission, on its first call) would pass the most jobs queued, the number queued, and
 # nothing is written. Generated IDs skip the check: it is a Redis call per job, and Redis time per
@@ -90,9 +90,16 @@ for b = first, #ARGV, 2 do
   redis.call('HSET', key, 'status', 'queued', 'model', ARGV[5], 'alias', ARGV[6],
     'version', ARGV[7], 'probabilities', ARGV[8], 'ttl', ARGV[9], 'submitted_at', ARGV[1],
     'attempts', '0', 'payload', restamp(ARGV[b + 1], at))
-  if celery then redis.call('HSET', key, '"""
+  if celery then
+    -- A Celery result left under this ID (a job of that ID whose record expired while
+    -- queued) is not this job's: its waiters wait for this one's.
+    redis.call('HSET', key, '"""
     + celery_results.FLAG
-    + """', '1') end
+    + """', '1')
+    redis.call('DEL', '"""
+    + keys.CELERY_META_PREFIX
+    + """' .. ARGV[b])
+  end
   if ARGV[2] == '*' then
     redis.call('HSET', key, 'reply', ARGV[10] .. ARGV[b])
   elseif ARGV[2] ~= '' then
