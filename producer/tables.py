@@ -16,7 +16,6 @@ that one bad cell fails its row, not the file.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +124,23 @@ class _CsvReader(Reader):
         self.size = max(1, path.stat().st_size)
         try:
             self.file: IO[str] = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115
-            first = next(csv.reader(io.StringIO(self.file.readline())), None)
-            self.file.seek(0)
-        except UnicodeDecodeError as e:
-            raise InvalidInput(f"{path} is not UTF-8 text ({e.reason}): save it as UTF-8") from e
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
+        try:
+            # pandas, not the csv module, reads the first line as it reads the rest: csv
+            # refuses a cell over 128 KiB (a long text feature) and cuts a quoted line break.
+            head = pd.read_csv(self.file, header=None, dtype=str, nrows=1,
+                               keep_default_na=False, skip_blank_lines=True)  # fmt: skip
+            first: list[str] | None = [str(c) for c in head.iloc[0].tolist()]
+        except pd.errors.EmptyDataError:
+            first = None
+        except UnicodeDecodeError as e:
+            self.file.close()
+            raise InvalidInput(f"{path} is not UTF-8 text ({e.reason}): save it as UTF-8") from e
+        except Exception as e:  # pandas' parser errors have no common base
+            self.file.close()
+            raise InvalidInput(f"{path} is not a readable CSV file: {e}") from e
+        self.file.seek(0)
         if not first:
             raise InvalidInput(f"{path} is empty: it holds no rows to score")
         if header is None:
@@ -161,6 +171,8 @@ class _CsvReader(Reader):
             raise InvalidInput(f"{path} is not a readable CSV file: {e}") from e
 
     def blocks(self) -> Iterator[Block]:
+        import pandas as pd
+
         start = 0
         while True:
             try:
@@ -176,6 +188,15 @@ class _CsvReader(Reader):
                     f"{self.path} is not a readable CSV file near data row {start + 1}: "
                     f"{' '.join(str(e).split())}: every line needs one cell per column"
                 ) from e
+            if not isinstance(frame.index, pd.RangeIndex):
+                # pandas takes a line's extra first cell as the row's index when the lines
+                # hold one cell more than the header (a trailing comma, say), shifting every
+                # column one to the left: refused, not scored on the wrong features.
+                raise InvalidInput(
+                    f"{self.path}'s data lines hold more cells than its {len(self.names)} "
+                    f"columns (near data row {start + 1}; a trailing comma?): every line "
+                    "needs one cell per column"
+                )
             n = len(frame)
             columns: dict[str, Any] = {}
             text: set[str] = set()
