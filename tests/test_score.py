@@ -321,3 +321,66 @@ def test_csv_cells_are_typed_by_their_column() -> None:
     values, bad, _ = typed_column(["yes", "0", "maybe"], Column(name="b", type="boolean"))
     assert (values, bad) == ([True, False, None], [False, False, True])
     assert typed_column(["007", ""], Column(name="s", type="string"))[0] == ["007", None]
+
+
+@pytest.mark.timeout(120)
+def test_two_runs_of_the_same_command_at_once_never_leave_a_corrupt_output(
+    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+) -> None:
+    frame = _frame(200_000, 8)
+    path = data / "twice.csv"
+    _write_csv(frame, path)
+    out = data / "twice-out.csv"
+    args = ["named", str(path), "-o", str(out), "--id-column", "id", "--json"]
+    command = [sys.executable, "-m", "worker", "score", *args]
+    runs = [
+        subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    done = [run.communicate(timeout=100) for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    # One run writes the file; the other either did too, or said in one line that it could not.
+    assert codes in ([0, 0], [0, 1]), done
+    for run, (_, stderr) in zip(runs, done, strict=True):
+        assert "Traceback" not in stderr, stderr
+        if run.returncode == 1:
+            assert stderr.count("\n") == 1 and "already scoring" in stderr, stderr
+    result = pd.read_csv(out, keep_default_na=False)
+    assert result["id"].tolist() == frame["id"].tolist()
+    assert np.array_equal(result["prediction"].to_numpy(),
+                          models["named"].predict(frame[FEATURES]))  # fmt: skip
+    assert not list(data.glob(".twice-out.csv.*.partial"))
+
+
+@pytest.mark.timeout(60)
+def test_data_lines_with_more_cells_than_the_header_are_refused_not_shifted(
+    env: dict[str, str], client: Client, data: Path
+) -> None:
+    # Every data line ends with a comma (a common export): pandas would take the first cell as
+    # the index and shift every column one to the left, scoring the wrong features.
+    path = data / "trailing.csv"
+    frame = _frame(50, 9)
+    lines = ["id,a,b,c,d"] + [",".join(map(str, row)) + "," for row in frame.itertuples(False)]
+    path.write_text("\n".join(lines) + "\n")
+    done = _run(env, "named", str(path), "-o", str(data / "trailing-out.csv"), "--id-column", "id")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and "more cells than" in done.stderr, done.stderr
+    assert not (data / "trailing-out.csv").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_first_line_with_a_huge_cell_is_read_not_a_traceback(
+    env: dict[str, str], client: Client, data: Path
+) -> None:
+    # Python's csv module refuses a field over 128 KiB; pandas reads the rest of the file.
+    path = data / "huge.csv"
+    frame = _frame(20, 10)
+    frame["id"] = frame["id"] + "x" * 200_000
+    _write_csv(frame, path, header=False)
+    done = _run(env, "plain", str(path), "-o", str(data / "huge-out.csv"), "--id-column", "0",
+                "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 20
+    out = pd.read_csv(data / "huge-out.csv", keep_default_na=False)
+    assert out["0"].tolist() == frame["id"].tolist()
