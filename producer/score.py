@@ -449,7 +449,11 @@ def _options_key(
     header: bool,
     checksum: str,
 ) -> str:
-    """What the job IDs are derived from: the file and every option that changes results."""
+    """What the job IDs are derived from: the file and every option that changes results.
+
+    The input schema is among them: it decides which rows are left out of their jobs, so a
+    record made under another schema (the alias moved between two runs) holds other rows.
+    """
     target = f"v{version}" if version is not None else f"@{alias}"
     parts = [
         _SCHEME,
@@ -460,6 +464,7 @@ def _options_key(
         str(rows_per_job),
         str(int(header)),
         "\x1f".join(features),
+        meta.signature.input_schema.model_dump_json(),
     ]
     return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()
 

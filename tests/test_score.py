@@ -384,3 +384,40 @@ def test_a_first_line_with_a_huge_cell_is_read_not_a_traceback(
     assert json.loads(done.stdout)["rows"] == 20
     out = pd.read_csv(data / "huge-out.csv", keep_default_na=False)
     assert out["0"].tolist() == frame["id"].tolist()
+
+
+@pytest.mark.timeout(90)
+def test_a_run_again_after_the_alias_moved_to_another_schema_keeps_rows_and_predictions_aligned(
+    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+) -> None:
+    from sklearn.impute import SimpleImputer
+
+    # v1 refuses a missing 'a' (the row is left out of its job); v2 imputes it. A second run
+    # after the promotion must not read v1's records as if they held v2's rows.
+    rng = np.random.default_rng(11)
+    x = pd.DataFrame(rng.normal(size=(500, 4)), columns=FEATURES)
+    y = (x["a"] + x["b"] > 0).astype(int)
+    registry = Registry(settings=_settings(env))
+    registry.register("drift", LogisticRegression().fit(x, y), promote=True)
+    frame = _frame(300, 12)
+    frame["a"] = frame["a"].astype(object)
+    frame.loc[5, "a"] = None
+    path = data / "drift.csv"
+    frame.to_csv(path, index=False)
+    args = ["drift", str(path), "-o", str(data / "drift-out.csv"), "--id-column", "id",
+            "--rows-per-job", "100", "--json"]  # fmt: skip
+    first = _run(env, *args)
+    assert first.returncode == 1 and json.loads(first.stdout)["failed_rows"] == [6], first.stderr
+    imputing = make_pipeline(SimpleImputer(), LogisticRegression()).fit(x, y)
+    v2 = registry.register("drift", imputing, input_example=x.head(20).assign(a=np.nan))
+    assert v2.signature.input_schema.columns[0].nullable
+    registry.promote("drift", v2.version)
+
+    second = _run(env, *args)
+    assert second.returncode == 0, second.stderr
+    assert "Traceback" not in second.stderr
+    out = pd.read_csv(data / "drift-out.csv", keep_default_na=False)
+    assert out["id"].tolist() == frame["id"].tolist()
+    assert set(out["version"]) == {v2.version}
+    expected = imputing.predict(frame[FEATURES].astype(float))
+    assert out["prediction"].tolist() == expected.tolist()
