@@ -258,8 +258,9 @@ class _ParquetReader(Reader):
 
 
 class _JsonLinesReader(Reader):
-    """One JSON object per line; columns in the order their keys first appear in the file's
-    first object (a later object's new keys come after)."""
+    """One JSON object per line; its columns are the keys of the file's first object, in their
+    order. A later object's other keys are ignored: nothing could ask for them, and keeping them
+    would let a file whose every line adds a key grow each block to lines times keys."""
 
     def __init__(self, path: Path, block_rows: int) -> None:
         self.path = path
@@ -309,11 +310,7 @@ class _JsonLinesReader(Reader):
     def _block(self, start: int, records: list[Any]) -> Block:
         errors: dict[int, str] = {}
         for i, record in enumerate(records):
-            if isinstance(record, dict):
-                for key in record:
-                    if key not in self.names:
-                        self.names.append(key)
-            else:
+            if not isinstance(record, dict):
                 errors[i] = record if isinstance(record, str) else "not a JSON object"
                 records[i] = {}
         columns = {name: [r.get(name) for r in records] for name in self.names}

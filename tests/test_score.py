@@ -421,3 +421,23 @@ def test_a_run_again_after_the_alias_moved_to_another_schema_keeps_rows_and_pred
     assert set(out["version"]) == {v2.version}
     expected = imputing.predict(frame[FEATURES].astype(float))
     assert out["prediction"].tolist() == expected.tolist()
+
+
+@pytest.mark.timeout(30)
+def test_json_lines_columns_are_the_first_objects_keys_whatever_later_lines_add(
+    data: Path,
+) -> None:
+    from producer.tables import open_reader
+    from registry.schema import Column, InputSchema
+
+    # Each line adds a key: kept, they would make every block lines x keys cells.
+    path = data / "keys.jsonl"
+    path.write_bytes(b"".join(json.dumps({"a": i, f"k{i}": i}).encode() + b"\n"
+                              for i in range(5000)))  # fmt: skip
+    schema = InputSchema(columns=[Column(name="a")], named=True)
+    reader = open_reader(path, "jsonl", 5000, header=None, names_wanted=set(), schema=schema)
+    blocks = list(reader.blocks())
+    reader.close()
+    assert reader.names == ["a", "k0"]
+    assert [(b.rows, list(b.columns)) for b in blocks] == [(5000, ["a", "k0"])]
+    assert blocks[0].columns["a"] == list(range(5000))
