@@ -502,6 +502,8 @@ def score_file(
         raise InvalidInput(f"no file {input}: give the path of a file to score")
     if output.exists() and output.resolve() == input.resolve():
         raise InvalidInput(f"the output {output} is the input: give another -o path")
+    if output.is_dir():
+        raise InvalidInput(f"the output {output} is a directory: give the path of a file")
     if not output.parent.is_dir():
         raise InvalidInput(f"no directory {output.parent} to write {output.name} in")
     passed = [c for c in [id_column, *keep] if c]

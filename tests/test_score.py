@@ -296,6 +296,9 @@ def test_bad_input_is_one_line_and_exit_code_2(
         client.score("named", path, data / "o.csv", input_format="xlsx")
     with pytest.raises(InvalidInput, match="no file"):
         client.score("named", data / "missing.csv", data / "o.csv")
+    (data / "o.dir.csv").mkdir()  # found before scoring, not by the rename at the end
+    with pytest.raises(InvalidInput, match="is a directory"):
+        client.score("named", path, data / "o.dir.csv")
     assert not (data / "o.csv").exists()
 
 
