@@ -29,6 +29,7 @@ their predictions. Two steps keep failures to their rows:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import time
@@ -40,16 +41,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field
 
-from registry import DEFAULT_ALIAS, InvalidInput, ModelVersion, keys
+from registry import DEFAULT_ALIAS, InvalidInput, ModelVersion, PredictqError, keys
 from registry.validation import check_probabilities, validate_rows
 
 from .contract import FINAL_STATUSES, JobResult
-from .tables import Block, Format, format_of, open_reader, open_writer, typed_column
+from .tables import Block, Format, Writer, format_of, open_reader, open_writer, typed_column
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["FAILED_ROWS_SHOWN", "ScoreProgress", "ScoreSummary", "score_file"]
+__all__ = ["FAILED_ROWS_SHOWN", "ScoreInProgress", "ScoreProgress", "ScoreSummary", "score_file"]
 
 FAILED_ROWS_SHOWN = 100
 """Failed row numbers a summary lists; ``failed`` counts them all."""
@@ -63,6 +64,43 @@ _BLOCKS_IN_FLIGHT = 4
 _ROW_ERRORS = frozenset({"invalid_input", "internal"})
 # Bumped when the jobs a file is split into change, so that old records are not reused.
 _SCHEME = "score/1"
+
+
+class ScoreInProgress(PredictqError):
+    """Raised when another run is scoring the same file, with the same options, into the same
+    output: the two would write one temporary file."""
+
+    code = "score_in_progress"
+    http_status = 409
+
+
+def _lock(partial: Path, output: Path) -> int:
+    """A descriptor holding an exclusive lock on ``partial``, the file a run writes its output
+    to before renaming it; ScoreInProgress when another live run holds it.
+
+    The lock lives on the file itself, so it dies with its process (a killed run leaves nothing
+    to clean up), and the run that holds it is the only one that writes, renames or removes it.
+    """
+    while True:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ScoreInProgress(
+                f"another run is already scoring this file into {output} with the same "
+                f"options (it writes {partial.name}): wait for it to end, or give another -o"
+            ) from None
+        try:
+            here = os.stat(partial)
+        except FileNotFoundError:
+            here = None
+        held = os.fstat(fd)
+        if here is not None and (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        # The run that held the lock renamed (or removed) the file before it let go: the lock
+        # is on what is now its output. Take a lock on a new file of that name instead.
+        os.close(fd)
 
 
 class ScoreProgress(BaseModel):
@@ -411,7 +449,11 @@ def _options_key(
     header: bool,
     checksum: str,
 ) -> str:
-    """What the job IDs are derived from: the file and every option that changes results."""
+    """What the job IDs are derived from: the file and every option that changes results.
+
+    The input schema is among them: it decides which rows are left out of their jobs, so a
+    record made under another schema (the alias moved between two runs) holds other rows.
+    """
     target = f"v{version}" if version is not None else f"@{alias}"
     parts = [
         _SCHEME,
@@ -422,6 +464,7 @@ def _options_key(
         str(rows_per_job),
         str(int(header)),
         "\x1f".join(features),
+        meta.signature.input_schema.model_dump_json(),
     ]
     return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()
 
@@ -459,6 +502,8 @@ def score_file(
         raise InvalidInput(f"no file {input}: give the path of a file to score")
     if output.exists() and output.resolve() == input.resolve():
         raise InvalidInput(f"the output {output} is the input: give another -o path")
+    if output.is_dir():
+        raise InvalidInput(f"the output {output} is a directory: give the path of a file")
     if not output.parent.is_dir():
         raise InvalidInput(f"no directory {output.parent} to write {output.name} in")
     passed = [c for c in [id_column, *keep] if c]
@@ -528,12 +573,14 @@ def score_file(
         if out_fmt == "parquet":
             types = _parquet_types(run, meta, reader, in_fmt, passed)
         partial = output.with_name(f".{output.name}.{key[:12]}.partial")
-        writer = open_writer(partial, out_fmt, types)
+        lock = _lock(partial, output)
+        writer: Writer | None = None
         try:
+            writer = open_writer(partial, out_fmt, types)
             pending: deque[_Pending] = deque()
 
-            def write_oldest() -> None:
-                writer.write(run.finish(pending.popleft()))
+            def write_oldest(into: Writer) -> None:
+                into.write(run.finish(pending.popleft()))
                 if progress is not None:
                     progress(
                         ScoreProgress(
@@ -549,17 +596,20 @@ def score_file(
                 run.submit(prepared.jobs)
                 pending.append(prepared)
                 while len(pending) >= _BLOCKS_IN_FLIGHT:
-                    write_oldest()
+                    write_oldest(writer)
             while pending:
-                write_oldest()
+                write_oldest(writer)
             if run.tally.rows == 0:
                 raise InvalidInput(f"{input} holds no rows to score")
             writer.close()
             os.replace(partial, output)
         except BaseException:
-            writer.close()
+            if writer is not None:
+                writer.close()
             partial.unlink(missing_ok=True)
             raise
+        finally:
+            os.close(lock)  # after the rename or removal: see _lock
     finally:
         reader.close()
     t = run.tally

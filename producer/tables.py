@@ -16,7 +16,6 @@ that one bad cell fails its row, not the file.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +124,23 @@ class _CsvReader(Reader):
         self.size = max(1, path.stat().st_size)
         try:
             self.file: IO[str] = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115
-            first = next(csv.reader(io.StringIO(self.file.readline())), None)
-            self.file.seek(0)
-        except UnicodeDecodeError as e:
-            raise InvalidInput(f"{path} is not UTF-8 text ({e.reason}): save it as UTF-8") from e
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
+        try:
+            # pandas, not the csv module, reads the first line as it reads the rest: csv
+            # refuses a cell over 128 KiB (a long text feature) and cuts a quoted line break.
+            head = pd.read_csv(self.file, header=None, dtype=str, nrows=1,
+                               keep_default_na=False, skip_blank_lines=True)  # fmt: skip
+            first: list[str] | None = [str(c) for c in head.iloc[0].tolist()]
+        except pd.errors.EmptyDataError:
+            first = None
+        except UnicodeDecodeError as e:
+            self.file.close()
+            raise InvalidInput(f"{path} is not UTF-8 text ({e.reason}): save it as UTF-8") from e
+        except Exception as e:  # pandas' parser errors have no common base
+            self.file.close()
+            raise InvalidInput(f"{path} is not a readable CSV file: {e}") from e
+        self.file.seek(0)
         if not first:
             raise InvalidInput(f"{path} is empty: it holds no rows to score")
         if header is None:
@@ -161,6 +171,8 @@ class _CsvReader(Reader):
             raise InvalidInput(f"{path} is not a readable CSV file: {e}") from e
 
     def blocks(self) -> Iterator[Block]:
+        import pandas as pd
+
         start = 0
         while True:
             try:
@@ -176,6 +188,15 @@ class _CsvReader(Reader):
                     f"{self.path} is not a readable CSV file near data row {start + 1}: "
                     f"{' '.join(str(e).split())}: every line needs one cell per column"
                 ) from e
+            if not isinstance(frame.index, pd.RangeIndex):
+                # pandas takes a line's extra first cell as the row's index when the lines
+                # hold one cell more than the header (a trailing comma, say), shifting every
+                # column one to the left: refused, not scored on the wrong features.
+                raise InvalidInput(
+                    f"{self.path}'s data lines hold more cells than its {len(self.names)} "
+                    f"columns (near data row {start + 1}; a trailing comma?): every line "
+                    "needs one cell per column"
+                )
             n = len(frame)
             columns: dict[str, Any] = {}
             text: set[str] = set()
@@ -237,8 +258,9 @@ class _ParquetReader(Reader):
 
 
 class _JsonLinesReader(Reader):
-    """One JSON object per line; columns in the order their keys first appear in the file's
-    first object (a later object's new keys come after)."""
+    """One JSON object per line; its columns are the keys of the file's first object, in their
+    order. A later object's other keys are ignored: nothing could ask for them, and keeping them
+    would let a file whose every line adds a key grow each block to lines times keys."""
 
     def __init__(self, path: Path, block_rows: int) -> None:
         self.path = path
@@ -288,11 +310,7 @@ class _JsonLinesReader(Reader):
     def _block(self, start: int, records: list[Any]) -> Block:
         errors: dict[int, str] = {}
         for i, record in enumerate(records):
-            if isinstance(record, dict):
-                for key in record:
-                    if key not in self.names:
-                        self.names.append(key)
-            else:
+            if not isinstance(record, dict):
                 errors[i] = record if isinstance(record, str) else "not a JSON object"
                 records[i] = {}
         columns = {name: [r.get(name) for r in records] for name in self.names}

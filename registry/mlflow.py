@@ -214,9 +214,11 @@ def read_mlmodel(directory: Path, source: str) -> dict[str, Any]:
 def _sklearn_file(mlmodel: dict[str, Any], directory: Path, source: str) -> Path:
     """The model file of the sklearn flavor, in a format predictq loads."""
     flavors = mlmodel.get("flavors") or {}
+    if not isinstance(flavors, dict):
+        raise InvalidInput(f"{source}'s MLmodel file is not valid: its flavors are not a mapping")
     flavor = flavors.get("sklearn")
     if not isinstance(flavor, dict):
-        kinds = ", ".join(sorted(f for f in flavors if f != "python_function")) or "none"
+        kinds = ", ".join(sorted(str(f) for f in flavors if f != "python_function")) or "none"
         raise InvalidInput(
             f"{source} is not a scikit-learn model (its MLflow flavors: {kinds}): predictq "
             "imports models logged with mlflow.sklearn only"
@@ -228,9 +230,14 @@ def _sklearn_file(mlmodel: dict[str, Any], directory: Path, source: str) -> Path
             f"{source}'s sklearn flavor has serialization_format {fmt!r} and model file "
             f"{relative!r}: predictq imports pickle, cloudpickle and skops models"
         )
-    path = (directory / str(relative)).resolve()
-    if not path.is_file() or directory.resolve() not in path.parents:
-        raise InvalidInput(f"{source}'s MLmodel names a model file {relative!r} it does not hold")
+    missing = InvalidInput(f"{source}'s MLmodel names a model file {relative!r} it does not hold")
+    try:
+        path = (directory / str(relative)).resolve()
+        held = path.is_file() and directory.resolve() in path.parents
+    except (OSError, ValueError) as e:  # a name too long for the OS, a NUL byte in it
+        raise missing from e
+    if not held:
+        raise missing
     if (fmt == "skops") != (formats.format_of(path) == "skops"):
         raise InvalidInput(
             f"{source}'s model file {relative!r} does not match its serialization_format {fmt!r}"

@@ -373,3 +373,31 @@ def test_a_tensor_signature_or_an_untyped_column_leaves_the_schema_to_the_fitted
     dated = {"signature": {"inputs": '[{"type": "datetime", "name": "when"}]'}}
     assert declared_columns(dated) == (
         None, "column 'when' of the MLflow signature is datetime, not a plain type")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "mlmodel",
+    [
+        "flavors: [sklearn]\n",
+        "flavors:\n  1: x\n  onnx: y\n",
+        'flavors:\n  sklearn:\n    pickled_model: "model\\0.pkl"\n',
+        "flavors:\n  sklearn:\n    pickled_model: " + "a/" * 3000 + "model.pkl\n",
+        "flavors:\n  sklearn:\n    pickled_model: ../outside.pkl\n",
+    ],
+    ids=["flavors-a-list", "mixed-keys", "nul-byte", "name-too-long", "escaping-path"],
+)
+def test_an_odd_mlmodel_file_is_refused_in_one_line_never_a_traceback(
+    registry, fitted, tmp_path, mlmodel
+) -> None:
+    import pickle
+
+    (tmp_path / "outside.pkl").write_bytes(pickle.dumps(fitted))
+    directory = tmp_path / "odd-model"
+    directory.mkdir()
+    (directory / "model.pkl").write_bytes(pickle.dumps(fitted))
+    (directory / "MLmodel").write_text(mlmodel)
+    with pytest.raises(InvalidInput, match=r"MLmodel|scikit-learn") as refused:
+        registry.import_mlflow("odd", str(directory))
+    assert "\n" not in refused.value.message
+    with pytest.raises(ModelNotFound):
+        registry.versions("odd")

@@ -296,6 +296,9 @@ def test_bad_input_is_one_line_and_exit_code_2(
         client.score("named", path, data / "o.csv", input_format="xlsx")
     with pytest.raises(InvalidInput, match="no file"):
         client.score("named", data / "missing.csv", data / "o.csv")
+    (data / "o.dir.csv").mkdir()  # found before scoring, not by the rename at the end
+    with pytest.raises(InvalidInput, match="is a directory"):
+        client.score("named", path, data / "o.dir.csv")
     assert not (data / "o.csv").exists()
 
 
@@ -321,3 +324,123 @@ def test_csv_cells_are_typed_by_their_column() -> None:
     values, bad, _ = typed_column(["yes", "0", "maybe"], Column(name="b", type="boolean"))
     assert (values, bad) == ([True, False, None], [False, False, True])
     assert typed_column(["007", ""], Column(name="s", type="string"))[0] == ["007", None]
+
+
+@pytest.mark.timeout(120)
+def test_two_runs_of_the_same_command_at_once_never_leave_a_corrupt_output(
+    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+) -> None:
+    frame = _frame(200_000, 8)
+    path = data / "twice.csv"
+    _write_csv(frame, path)
+    out = data / "twice-out.csv"
+    args = ["named", str(path), "-o", str(out), "--id-column", "id", "--json"]
+    command = [sys.executable, "-m", "worker", "score", *args]
+    runs = [
+        subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    done = [run.communicate(timeout=100) for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    # One run writes the file; the other either did too, or said in one line that it could not.
+    assert codes in ([0, 0], [0, 1]), done
+    for run, (_, stderr) in zip(runs, done, strict=True):
+        assert "Traceback" not in stderr, stderr
+        if run.returncode == 1:
+            assert stderr.count("\n") == 1 and "already scoring" in stderr, stderr
+    result = pd.read_csv(out, keep_default_na=False)
+    assert result["id"].tolist() == frame["id"].tolist()
+    assert np.array_equal(result["prediction"].to_numpy(),
+                          models["named"].predict(frame[FEATURES]))  # fmt: skip
+    assert not list(data.glob(".twice-out.csv.*.partial"))
+
+
+@pytest.mark.timeout(60)
+def test_data_lines_with_more_cells_than_the_header_are_refused_not_shifted(
+    env: dict[str, str], client: Client, data: Path
+) -> None:
+    # Every data line ends with a comma (a common export): pandas would take the first cell as
+    # the index and shift every column one to the left, scoring the wrong features.
+    path = data / "trailing.csv"
+    frame = _frame(50, 9)
+    lines = ["id,a,b,c,d"] + [",".join(map(str, row)) + "," for row in frame.itertuples(False)]
+    path.write_text("\n".join(lines) + "\n")
+    done = _run(env, "named", str(path), "-o", str(data / "trailing-out.csv"), "--id-column", "id")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and "more cells than" in done.stderr, done.stderr
+    assert not (data / "trailing-out.csv").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_first_line_with_a_huge_cell_is_read_not_a_traceback(
+    env: dict[str, str], client: Client, data: Path
+) -> None:
+    # Python's csv module refuses a field over 128 KiB; pandas reads the rest of the file.
+    path = data / "huge.csv"
+    frame = _frame(20, 10)
+    frame["id"] = frame["id"] + "x" * 200_000
+    _write_csv(frame, path, header=False)
+    done = _run(env, "plain", str(path), "-o", str(data / "huge-out.csv"), "--id-column", "0",
+                "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 20
+    out = pd.read_csv(data / "huge-out.csv", keep_default_na=False)
+    assert out["0"].tolist() == frame["id"].tolist()
+
+
+@pytest.mark.timeout(90)
+def test_a_run_again_after_the_alias_moved_to_another_schema_keeps_rows_and_predictions_aligned(
+    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+) -> None:
+    from sklearn.impute import SimpleImputer
+
+    # v1 refuses a missing 'a' (the row is left out of its job); v2 imputes it. A second run
+    # after the promotion must not read v1's records as if they held v2's rows.
+    rng = np.random.default_rng(11)
+    x = pd.DataFrame(rng.normal(size=(500, 4)), columns=FEATURES)
+    y = (x["a"] + x["b"] > 0).astype(int)
+    registry = Registry(settings=_settings(env))
+    registry.register("drift", LogisticRegression().fit(x, y), promote=True)
+    frame = _frame(300, 12)
+    frame["a"] = frame["a"].astype(object)
+    frame.loc[5, "a"] = None
+    path = data / "drift.csv"
+    frame.to_csv(path, index=False)
+    args = ["drift", str(path), "-o", str(data / "drift-out.csv"), "--id-column", "id",
+            "--rows-per-job", "100", "--json"]  # fmt: skip
+    first = _run(env, *args)
+    assert first.returncode == 1 and json.loads(first.stdout)["failed_rows"] == [6], first.stderr
+    imputing = make_pipeline(SimpleImputer(), LogisticRegression()).fit(x, y)
+    v2 = registry.register("drift", imputing, input_example=x.head(20).assign(a=np.nan))
+    assert v2.signature.input_schema.columns[0].nullable
+    registry.promote("drift", v2.version)
+
+    second = _run(env, *args)
+    assert second.returncode == 0, second.stderr
+    assert "Traceback" not in second.stderr
+    out = pd.read_csv(data / "drift-out.csv", keep_default_na=False)
+    assert out["id"].tolist() == frame["id"].tolist()
+    assert set(out["version"]) == {v2.version}
+    expected = imputing.predict(frame[FEATURES].astype(float))
+    assert out["prediction"].tolist() == expected.tolist()
+
+
+@pytest.mark.timeout(30)
+def test_json_lines_columns_are_the_first_objects_keys_whatever_later_lines_add(
+    data: Path,
+) -> None:
+    from producer.tables import open_reader
+    from registry.schema import Column, InputSchema
+
+    # Each line adds a key: kept, they would make every block lines x keys cells.
+    path = data / "keys.jsonl"
+    path.write_bytes(b"".join(json.dumps({"a": i, f"k{i}": i}).encode() + b"\n"
+                              for i in range(5000)))  # fmt: skip
+    schema = InputSchema(columns=[Column(name="a")], named=True)
+    reader = open_reader(path, "jsonl", 5000, header=None, names_wanted=set(), schema=schema)
+    blocks = list(reader.blocks())
+    reader.close()
+    assert reader.names == ["a", "k0"]
+    assert [(b.rows, list(b.columns)) for b in blocks] == [(5000, ["a", "k0"])]
+    assert blocks[0].columns["a"] == list(range(5000))
