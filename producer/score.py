@@ -317,7 +317,7 @@ class _Run:
         """Submit the jobs that have no record yet; count the others (row jobs apart)."""
         if not jobs:
             return
-        statuses = _statuses(self.client, [j.id for j in jobs])
+        statuses = self._renew(jobs, _statuses(self.client, [j.id for j in jobs]))
         new = [j for j, status in zip(jobs, statuses, strict=True) if status is None]
         if row_jobs:
             self.tally.row_jobs += len(jobs)
@@ -335,6 +335,34 @@ class _Run:
                 job_ids=[j.id for j in new],
                 probabilities=self.probabilities,
             )
+
+    def _renew(self, jobs: Sequence[_Job], statuses: list[str | None]) -> list[str | None]:
+        """Give the next generation's ID to each job an earlier run left failed for a reason
+        that is not its rows, and return the jobs' statuses under their IDs.
+
+        A lost worker, a missing module, a tampered artifact or a cancel says nothing about the
+        rows: after the operator fixes it, running the command again must run those jobs again,
+        not read their failures back. SUBMIT leaves an existing ID alone, so such a job moves to
+        ``<id>.g2``, ``.g3``...: derived, like the first, so that a run killed while re-running
+        them resumes too. A failure about the rows (``_ROW_ERRORS``) would only fail again.
+        """
+        todo = [k for k, status in enumerate(statuses) if status in ("failed", "cancelled")]
+        while todo:
+            records = self.client._fetch([jobs[k].id for k in todo])
+            stale = [
+                k
+                for k, record in zip(todo, records, strict=True)
+                if record is not None
+                and record.status in ("failed", "cancelled")
+                and (record.error is None or record.error.code not in _ROW_ERRORS)
+            ]
+            for k in stale:
+                jobs[k].id = _next_generation(jobs[k].id)
+            fresh = _statuses(self.client, [jobs[k].id for k in stale]) if stale else []
+            for k, status in zip(stale, fresh, strict=True):
+                statuses[k] = status
+            todo = [k for k in stale if statuses[k] in ("failed", "cancelled")]
+        return statuses
 
     # -- after the jobs end ----------------------------------------------------------------------
 
@@ -435,6 +463,14 @@ class _Run:
         if result.error is None:
             return f"{result.status}: the job ended {result.status}"
         return f"{result.error.code}: {' '.join(result.error.message.split())}"
+
+
+def _next_generation(job_id: str) -> str:
+    """``<id>.g2`` for a first-generation ID, ``<id>.g(N+1)`` for ``<id>.gN``."""
+    base, sep, number = job_id.rpartition(".g")
+    if sep and number.isdigit():
+        return f"{base}.g{int(number) + 1}"
+    return f"{job_id}.g2"
 
 
 def _options_key(

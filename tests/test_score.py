@@ -444,3 +444,43 @@ def test_json_lines_columns_are_the_first_objects_keys_whatever_later_lines_add(
     assert reader.names == ["a", "k0"]
     assert [(b.rows, list(b.columns)) for b in blocks] == [(5000, ["a", "k0"])]
     assert blocks[0].columns["a"] == list(range(5000))
+
+
+@pytest.mark.timeout(90)
+def test_a_run_again_after_a_failure_not_about_the_rows_runs_those_jobs_again(
+    env: dict[str, str], client: Client, models: dict[str, Any], r: redis.Redis, data: Path
+) -> None:
+    # A tampered artifact fails every job with integrity_error, whatever the rows: once the
+    # operator restores it, the same command must score the file, not read the failures back.
+    registry = Registry(settings=_settings(env))
+    meta = registry.register("fragile", models["named"], promote=True)
+    blob = registry.store.blob_path(meta.sha256)
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-8] + b"tampered")
+    frame = _frame(5_000, 7)
+    path = data / "fragile.csv"
+    _write_csv(frame, path)
+    out = data / "fragile-out.csv"
+    args = ["fragile", str(path), "-o", str(out), "--id-column", "id", "--json"]
+
+    first = _run(env, *args)
+    assert first.returncode == 1, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["failed"] == 5_000 and summary["jobs"] == 5
+    assert set(pd.read_csv(out, keep_default_na=False)["error"].str.split(":").str[0]) == {
+        "integrity_error"
+    }
+
+    blob.write_bytes(good)
+    second = _run(env, *args)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["failed"] == 0
+    assert summary["jobs_submitted"] == 5 and summary["jobs_already_done"] == 0
+    result = pd.read_csv(out, keep_default_na=False)
+    assert result["id"].tolist() == frame["id"].tolist()
+    assert np.array_equal(result["prediction"].to_numpy(),
+                          models["named"].predict(frame[FEATURES]))  # fmt: skip
+    # A third run reads the second run's records: nothing is submitted again.
+    third = json.loads(_run(env, *args).stdout)
+    assert third["jobs_submitted"] == 0 and third["jobs_already_done"] == 5
