@@ -338,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             f"notes: --score: one predictq worker with {cfg.worker_concurrency} processes on "
             f"{results['meta']['cpus']} CPUs; `predictq score` runs as its own process (its wall "
             "time includes start-up, checksum, reading and writing the files; peak RSS is its "
-            "ru_maxrss); submit_many sends the same rows, already in memory, in jobs of the same "
-            "size."
+            "VmHWM, read while it runs); submit_many sends the same rows, already in memory, in "
+            "jobs of the same size."
         )
     if args.replicas:
         results["notes"][0] = (
