@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field
 
-from registry import DEFAULT_ALIAS, InvalidInput, ModelVersion, PredictqError, keys
+from registry import DEFAULT_ALIAS, InvalidInput, ModelVersion, Overloaded, PredictqError, keys
 from registry.validation import check_probabilities, validate_rows
 
 from .contract import FINAL_STATUSES, JobResult
@@ -132,6 +132,9 @@ class ScoreSummary(BaseModel):
     jobs_already_done: int = Field(description="Jobs a previous run had finished: read, not run.")
     jobs_resumed: int = Field(description="Jobs a previous run submitted that were not final.")
     row_jobs: int = Field(description="Single-row jobs run to isolate rows a job failed on.")
+    waited_overloaded: int = Field(
+        0, description="Times a submission was refused as overloaded and offered again."
+    )
     versions: list[int] = Field(description="The versions that made the predictions.")
 
 
@@ -161,6 +164,7 @@ class _Tally:
     done: int = 0
     resumed: int = 0
     row_jobs: int = 0
+    waited_overloaded: int = 0
     versions: set[int] = field(default_factory=set)
 
 
@@ -327,14 +331,35 @@ class _Run:
             self.tally.resumed += sum(s is not None and s not in FINAL_STATUSES for s in statuses)
             self.tally.submitted += len(new)
         if new:
-            self.client.submit_many(
-                self.model,
-                [j.rows for j in new],
-                version=self.version,
-                alias=self.alias,
-                job_ids=[j.id for j in new],
-                probabilities=self.probabilities,
-            )
+            self._submit_when_admitted(new)
+
+    def _submit_when_admitted(self, jobs: Sequence[_Job]) -> None:
+        """Submit, waiting out an ``Overloaded`` refusal (for up to ``timeout``).
+
+        A full queue refuses a submission whole, so nothing of it was enqueued: the same jobs
+        are offered again after the ``retry_after`` the refusal names. A file is scored into
+        a busy deployment at the pace its workers drain the queue, instead of giving up. Slices
+        of at most ``PREDICTQ_MAX_QUEUED`` jobs, so that an empty queue always admits one."""
+        step = self.client.settings.max_queued
+        for start in range(0, len(jobs), step):
+            piece = jobs[start : start + step]
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    self.client.submit_many(
+                        self.model,
+                        [j.rows for j in piece],
+                        version=self.version,
+                        alias=self.alias,
+                        job_ids=[j.id for j in piece],
+                        probabilities=self.probabilities,
+                    )
+                    break
+                except Overloaded as e:
+                    if time.monotonic() + e.retry_after > deadline:
+                        raise
+                    self.tally.waited_overloaded += 1
+                    time.sleep(e.retry_after)
 
     def _renew(self, jobs: Sequence[_Job], statuses: list[str | None]) -> list[str | None]:
         """Give the next generation's ID to each job an earlier run left failed for a reason
@@ -665,6 +690,7 @@ def score_file(
         jobs_already_done=t.done,
         jobs_resumed=t.resumed,
         row_jobs=t.row_jobs,
+        waited_overloaded=t.waited_overloaded,
         versions=sorted(t.versions),
     )
 

@@ -450,14 +450,18 @@ def test_json_lines_columns_are_the_first_objects_keys_whatever_later_lines_add(
 def test_a_run_again_after_a_failure_not_about_the_rows_runs_those_jobs_again(
     env: dict[str, str], client: Client, models: dict[str, Any], r: redis.Redis, data: Path
 ) -> None:
-    # A tampered artifact fails every job with integrity_error, whatever the rows: once the
-    # operator restores it, the same command must score the file, not read the failures back.
-    registry = Registry(settings=_settings(env))
-    meta = registry.register("fragile", models["named"], promote=True)
-    blob = registry.store.blob_path(meta.sha256)
-    good = blob.read_bytes()
-    blob.write_bytes(good[:-8] + b"tampered")
+    # A tampered artifact fails every job with integrity_error, whatever the rows. Once the
+    # operator promotes a good version, the same command must score the file, not read the
+    # failures back until the records expire.
     frame = _frame(5_000, 7)
+    labels = frame["a"] > frame["b"]
+    # Fits of their own, so artifacts of their own: workers cache artifacts by checksum.
+    tampered = LogisticRegression(C=0.5).fit(frame[FEATURES], labels)
+    good = LogisticRegression(C=0.25).fit(frame[FEATURES], labels)
+    registry = Registry(settings=_settings(env))
+    meta = registry.register("fragile", tampered, promote=True)
+    blob = registry.store.blob_path(meta.sha256)
+    blob.write_bytes(blob.read_bytes()[:-8] + b"tampered")
     path = data / "fragile.csv"
     _write_csv(frame, path)
     out = data / "fragile-out.csv"
@@ -471,16 +475,37 @@ def test_a_run_again_after_a_failure_not_about_the_rows_runs_those_jobs_again(
         "integrity_error"
     }
 
-    blob.write_bytes(good)
+    registry.register("fragile", good, promote=True)  # same input schema: same job IDs
     second = _run(env, *args)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
     summary = json.loads(second.stdout)
-    assert summary["failed"] == 0
+    assert summary["failed"] == 0 and summary["versions"] == [2]
     assert summary["jobs_submitted"] == 5 and summary["jobs_already_done"] == 0
+    result = pd.read_csv(out, keep_default_na=False)
+    assert result["id"].tolist() == frame["id"].tolist()
+    assert np.array_equal(result["prediction"].to_numpy(), good.predict(frame[FEATURES]))
+    # A third run reads the second run's records: nothing is submitted again.
+    third = json.loads(_run(env, *args).stdout)
+    assert third["jobs_submitted"] == 0 and third["jobs_already_done"] == 5
+
+
+@pytest.mark.timeout(90)
+def test_a_full_queue_slows_a_run_down_instead_of_ending_it(
+    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+) -> None:
+    # PREDICTQ_MAX_QUEUED far below the jobs a run keeps in flight: each refusal is waited out
+    # (nothing of a refused submission was enqueued) and the file is scored whole.
+    frame = _frame(60_000, 8)
+    path = data / "busy.csv"
+    _write_csv(frame, path)
+    out = data / "busy-out.csv"
+    run = _run({**env, "PREDICTQ_MAX_QUEUED": "10"},
+               "named", str(path), "-o", str(out), "--id-column", "id", "--json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["failed"] == 0 and summary["jobs_submitted"] == 60
+    assert summary["waited_overloaded"] > 0
     result = pd.read_csv(out, keep_default_na=False)
     assert result["id"].tolist() == frame["id"].tolist()
     assert np.array_equal(result["prediction"].to_numpy(),
                           models["named"].predict(frame[FEATURES]))  # fmt: skip
-    # A third run reads the second run's records: nothing is submitted again.
-    third = json.loads(_run(env, *args).stdout)
-    assert third["jobs_submitted"] == 0 and third["jobs_already_done"] == 5
