@@ -675,17 +675,22 @@ class Client:
                 results[job_id] = found
         return [results[j] for j in job_ids]
 
+    def _statuses(self, job_ids: Sequence[str]) -> list[str | None]:
+        """Each job's status, None for a job with no record: a round trip per 5,000 jobs."""
+        found: list[str | None] = []
+        for start in range(0, len(job_ids), _READ_CHUNK):
+            found += self._status(args=[JOB_PREFIX, *job_ids[start : start + _READ_CHUNK]])
+        return found
+
     def _raise_if_absent(self, job_ids: list[str], timeout: float) -> None:
         """JobNotFound for the first of ``job_ids`` that has no record, after a wait."""
-        for start in range(0, len(job_ids), _READ_CHUNK):
-            chunk = job_ids[start : start + _READ_CHUNK]
-            for job_id, status in zip(chunk, self._status(args=[JOB_PREFIX, *chunk]), strict=True):
-                if status is None:
-                    raise JobNotFound(
-                        f"no record of job {job_id!r} after {timeout:g}s: never submitted, "
-                        "expired, or no worker took it",
-                        job_id=job_id,
-                    )
+        for job_id, status in zip(job_ids, self._statuses(job_ids), strict=True):
+            if status is None:
+                raise JobNotFound(
+                    f"no record of job {job_id!r} after {timeout:g}s: never submitted, "
+                    "expired, or no worker took it",
+                    job_id=job_id,
+                )
 
     @staticmethod
     def _take_told(
@@ -758,12 +763,10 @@ class Client:
         """Remove finished jobs from ``pending`` (one with no record stays: see wait_many);
         JobNotFound for one whose record ``seen`` holds and that is gone."""
         ids = list(pending)
-        for start in range(0, len(ids), _READ_CHUNK):
-            chunk = ids[start : start + _READ_CHUNK]
-            for job_id, status in zip(chunk, self._status(args=[JOB_PREFIX, *chunk]), strict=True):
-                self._check_seen(job_id, status is not None, seen)
-                if status in FINAL_STATUSES:
-                    pending.discard(job_id)
+        for job_id, status in zip(ids, self._statuses(ids), strict=True):
+            self._check_seen(job_id, status is not None, seen)
+            if status in FINAL_STATUSES:
+                pending.discard(job_id)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job: True if it will not run, False if it already started or ended."""

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field
 
-from registry import DEFAULT_ALIAS, InvalidInput, ModelVersion, Overloaded, PredictqError, keys
+from registry import DEFAULT_ALIAS, InvalidInput, ModelVersion, Overloaded, PredictqError
 from registry.validation import check_probabilities, validate_rows
 
 from .contract import FINAL_STATUSES, JobResult
@@ -171,15 +171,6 @@ class _Tally:
 def _plain(values: Any) -> list[Any]:
     """A passed-through column as a list of Python values (a numpy array's too)."""
     return values.tolist() if hasattr(values, "tolist") else list(values)
-
-
-def _statuses(client: Client, ids: list[str]) -> list[str | None]:
-    """Each job's status, None for a job with no record: one round trip per 5,000 jobs."""
-    found: list[str | None] = []
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        found += client._status(args=[keys.job(""), *chunk])
-    return found
 
 
 def _checksum(path: Path) -> str:
@@ -321,7 +312,7 @@ class _Run:
         """Submit the jobs that have no record yet; count the others (row jobs apart)."""
         if not jobs:
             return
-        statuses = self._renew(jobs, _statuses(self.client, [j.id for j in jobs]))
+        statuses = self._renew(jobs, self.client._statuses([j.id for j in jobs]))
         new = [j for j, status in zip(jobs, statuses, strict=True) if status is None]
         if row_jobs:
             self.tally.row_jobs += len(jobs)
@@ -383,7 +374,7 @@ class _Run:
             ]
             for k in stale:
                 jobs[k].id = _next_generation(jobs[k].id)
-            fresh = _statuses(self.client, [jobs[k].id for k in stale]) if stale else []
+            fresh = self.client._statuses([jobs[k].id for k in stale])
             for k, status in zip(stale, fresh, strict=True):
                 statuses[k] = status
             todo = [k for k in stale if statuses[k] in ("failed", "cancelled")]
