@@ -5,8 +5,10 @@ A job sent by a stock Celery client (Python's ``send_task``, Node's ``celery-nod
 same name. Whether a job gets one is decided once, when its record is created, by its ``celery``
 field: START sets it for a message that has no record yet (a stock client's), SUBMIT when the
 producer's ``PREDICTQ_CELERY_RESULTS`` is on, and START too for every job when the worker's is.
-Every script that writes a final record then writes the Celery result in the same call, so a
-job that does not ask for one costs one more field in a read it already makes, and nothing else.
+Every script that writes a final record then writes the Celery result in the same call. FINISH
+comes in two forms (worker/ledger.py): a batch consumer sends FINISH_CELERY, which reads the
+flag, only for a batch whose messages say it may hold such a job, so other batches pay nothing;
+Celery's own task path (``PREDICTQ_BATCHING=false``) always sends it, for one more field read.
 
 What is written is what ``celery/backends/base.py`` (``_store_result``, ``encode`` with the JSON
 serializer) and ``celery/backends/redis.py`` (``_set``: SETEX, then PUBLISH of the same value on
