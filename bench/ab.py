@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import make_classification
@@ -45,6 +48,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bulk", type=int, default=20_000, help="single-row jobs in bulk")
     parser.add_argument("--lone", type=int, default=300, help="lone jobs, one at a time")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="instead: the same through `predictq api` (one lone client, --clients concurrent "
+        "clients for --seconds, and --bulk jobs through jobs:batch), with the server's CPU",
+    )
+    parser.add_argument("--clients", type=int, default=16, help="with --http")
+    parser.add_argument("--seconds", type=float, default=10.0, help="with --http")
+    parser.add_argument("--api-workers", type=int, default=1, help="with --http")
     args = parser.parse_args()
     import producer
 
@@ -76,6 +88,12 @@ def main() -> None:
                     raise SystemExit("the worker did not start")
                 time.sleep(0.05)
             rows = [x[i % len(x) : i % len(x) + 1].tolist() for i in range(args.bulk)]
+            if args.http:
+                labels = model.predict(x).tolist()
+                expected = [labels[i % len(x)] for i in range(args.bulk)]
+                flat = [r[0] for r in rows]
+                print(json.dumps({"tree": str(tree), **_http(args, tree, env, flat, expected)}))
+                return
             client.wait_many(client.submit_many("lr", rows[:2000]), timeout=120)  # warm-up
             t = time.perf_counter()
             results = client.wait_many(client.submit_many("lr", rows), timeout=600)
@@ -101,6 +119,55 @@ def main() -> None:
                 worker.wait(30)
             server.terminate()
             server.wait(10)
+
+
+def _http(
+    args: argparse.Namespace, tree: Path, env: dict[str, str], rows: list[Any], expected: list[Any]
+) -> dict[str, Any]:
+    """Serve this checkout's ``predictq api`` and load it (bench/http_load.py)."""
+    import http_load  # beside this file: run as a script, bench/ is on sys.path
+
+    key = secrets.token_urlsafe(24)
+    port = _free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "worker", "api", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(args.api_workers)],
+        cwd=tree, env={**env, "PREDICTQ_API_KEYS": f"ab:{key}:submit"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or api.poll() is not None:
+                    raise SystemExit("the API did not start") from None
+                time.sleep(0.05)
+        host = "127.0.0.1"
+        out: dict[str, Any] = {"api_workers": args.api_workers}
+        lone = http_load.lone(host, port, key, "lr", rows[: 20 + args.lone],
+                              expected[: 20 + args.lone], 20, api.pid)  # fmt: skip
+        out.update({f"lone_{k}": round(v, 3) for k, v in lone.items() if k.endswith(("ms", "job"))})
+        many = http_load.concurrent(host, port, key, "lr", rows, expected, args.clients,
+                                    args.seconds, api.pid)  # fmt: skip
+        out.update({f"c{args.clients}_{k}": round(v, 3) for k, v in many.items()
+                    if k.endswith(("ms", "job", "per_s")) or k in ("failed", "wrong")})  # fmt: skip
+        has_wait = (
+            "/v1/jobs:wait"
+            in json.loads(
+                urllib.request.urlopen(f"http://{host}:{port}/openapi.json", timeout=30).read()
+            )["paths"]
+        )
+        bulk = http_load.bulk(host, port, key, "lr", rows, expected, 1000, api.pid, has_wait)
+        out.update({f"bulk_{k}": round(v, 3) for k, v in bulk.items()
+                    if k.endswith(("job", "per_s")) or k in ("failed", "wrong")})  # fmt: skip
+        out["bulk_read"] = "jobs:wait" if has_wait else "GET per job"
+        return out
+    finally:
+        api.terminate()
+        api.wait(30)
 
 
 if __name__ == "__main__":
