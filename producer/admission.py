@@ -62,6 +62,10 @@ class MemoryGauge:
         self._max = 0
         self._next_read = 0.0
 
+    def due(self) -> bool:
+        """Whether the next ``check`` reads Redis (else it only compares what it read)."""
+        return time.monotonic() >= self._next_read
+
     def check(self) -> None:
         """Overloaded when used memory is past the high-water mark of maxmemory."""
         now = time.monotonic()

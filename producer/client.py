@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 # Jobs per SUBMIT script call: large enough to amortise the round trip, small enough that one
 # call does not block Redis for long.
-_SUBMIT_CHUNK = 1024
+SUBMIT_CHUNK = 1024
 # Jobs per batch message: one message, one queue element and one parse in the worker serve
 # this many jobs; small enough that several pool processes share a bulk submission.
 _BATCH_JOBS = 128
@@ -128,6 +128,11 @@ class Client:
         self._announced_lock = threading.Lock()
         self._aliases: dict[tuple[str, str], tuple[int, float]] = {}
 
+    @property
+    def memory(self) -> admission.MemoryGauge:
+        """Redis's memory against PREDICTQ_MEMORY_HIGH_WATER, as submissions check it."""
+        return self._memory
+
     def close(self) -> None:
         if self._pubsub is not None:
             self._pubsub.close()
@@ -141,7 +146,7 @@ class Client:
 
     # -- submitting ------------------------------------------------------------------------
 
-    def _target(self, model: str, version: int | None, alias: str) -> ModelVersion:
+    def target(self, model: str, version: int | None, alias: str) -> ModelVersion:
         """The version a job would run on now; lookups are cached briefly.
 
         A version's metadata is cached no longer than an alias (PREDICTQ_ALIAS_CACHE_SECONDS):
@@ -163,6 +168,17 @@ class Client:
                 now + self.settings.alias_cache_seconds,
             )
         return found[0]
+
+    def cached_target(self, model: str, version: int | None, alias: str) -> ModelVersion | None:
+        """What ``target`` would answer, when it would not read Redis to answer; else None."""
+        now = time.monotonic()
+        if version is None:
+            cached = self._aliases.get((model, alias))
+            if cached is None or cached[1] < now:
+                return None
+            version = cached[0]
+        found = self._versions.get((model, version))
+        return None if found is None or found[1] < now else found[0]
 
     def submit(
         self,
@@ -222,13 +238,39 @@ class Client:
     ) -> list[str]:
         check_name(model)
         check_name(alias, "alias")
+        meta = self.target(model, version, alias)
+        ids, rows_json, shared = self.prepare(
+            meta, model, jobs, version=version, alias=alias, job_ids=job_ids,
+            probabilities=probabilities, ttl=ttl,
+        )  # fmt: skip
+        # Only bulk submissions get reply-list announcements: few jobs are waited on through
+        # their own channels (see wait_many), so nothing piles up for fire-and-forget callers.
+        reply = self._reply if len(ids) > _SUBSCRIBE_AT_MOST else ""
+        if announce:
+            reply = "*"  # each job's own wake-up list
+        return self.enqueue(ids, rows_json, shared, reply, chosen=job_ids is not None)
+
+    def prepare(
+        self,
+        meta: ModelVersion,
+        model: str,
+        jobs: Sequence[Any],
+        *,
+        version: int | None,
+        alias: str,
+        job_ids: Sequence[str] | None,
+        probabilities: bool,
+        ttl: int | None,
+    ) -> tuple[list[str], list[bytes], dict[str, Any]]:
+        """Check a submission for ``meta`` without touching Redis: the job IDs, each job's
+        rows as JSON, and what its jobs share; InvalidInput, naming the job, for any bad one.
+        ``model`` and ``alias`` were checked as names (``target`` found them)."""
         if job_ids is not None and len(job_ids) != len(jobs):
             raise InvalidInput(f"got {len(job_ids)} job IDs for {len(jobs)} jobs: give one each")
         if ttl is not None and not (isinstance(ttl, int) and 0 < ttl <= MAX_TTL):
             raise InvalidInput(
                 f"ttl must be a whole number of seconds from 1 to {MAX_TTL}, got {ttl!r}"
             )
-        meta = self._target(model, version, alias)
         if probabilities:
             check_probabilities(meta)
         ttl = ttl or self.settings.result_ttl
@@ -269,23 +311,28 @@ class Client:
         # and a pydantic round trip per job would cost more than the rest of a submit.
         shared = {"model": model, "version": version, "alias": alias,
                   "probabilities": probabilities, "ttl": ttl}  # fmt: skip
-        # Only bulk submissions get reply-list announcements: few jobs are waited on through
-        # their own channels (see wait_many), so nothing piles up for fire-and-forget callers.
-        reply = self._reply if len(ids) > _SUBSCRIBE_AT_MOST else ""
-        if announce:
-            reply = "*"  # each job's own wake-up list
+        return ids, rows_json, shared
+
+    def enqueue(
+        self,
+        ids: list[str],
+        rows_json: list[bytes],
+        shared: dict[str, Any],
+        reply: str,
+        *,
+        chosen: bool,
+    ) -> list[str]:
+        """Write prepared jobs (see ``prepare``) in chunks; their end is told on ``reply``."""
         self._memory.check()
         # Jobs not yet admitted against PREDICTQ_MAX_QUEUED: the first call that writes admits
         # the whole submission (less IDs that exist), and later chunks are not counted again.
         admit = len(ids)
         written: list[str] = []
-        for start in range(0, len(ids), _SUBMIT_CHUNK):
-            chunk = list(range(start, min(start + _SUBMIT_CHUNK, len(ids))))
+        for start in range(0, len(ids), SUBMIT_CHUNK):
+            chunk = list(range(start, min(start + SUBMIT_CHUNK, len(ids))))
             while chunk:
                 try:
-                    taken = self._enqueue(
-                        shared, chunk, ids, rows_json, reply, job_ids is not None, admit
-                    )
+                    taken = self._enqueue(shared, chunk, ids, rows_json, reply, chosen, admit)
                 except _Unreplicated as e:
                     written += [ids[i] for i in chunk]
                     raise self._not_replicated(e, written, ids) from None
@@ -325,6 +372,31 @@ class Client:
         jobs whose ID was taken (then nothing was written). With ``admit``, Overloaded when
         that many more jobs would pass PREDICTQ_MAX_QUEUED (then nothing was written).
         """
+        script_keys, argv = self.submit_args(shared, chunk, ids, rows_json, reply, check, admit)
+        flags = self._run_submit(script_keys, argv)
+        taken = self.taken(flags, chunk, admit)
+        if taken and self.settings.min_replicas:
+            self._confirm_existing(ids[min(taken)])
+        return taken
+
+    def taken(self, flags: Any, chunk: list[int], admit: int) -> set[int]:
+        """The jobs of ``chunk`` whose ID existed, from SUBMIT's answer; Overloaded when it
+        refused them all (PREDICTQ_MAX_QUEUED)."""
+        if isinstance(flags, int):
+            raise admission.queue_full(flags, admit, self.settings.max_queued)
+        return {i for i, flag in zip(chunk, flags, strict=True) if not flag}
+
+    def submit_args(
+        self,
+        shared: dict[str, Any],
+        chunk: list[int],
+        ids: list[str],
+        rows_json: list[bytes],
+        reply: str,
+        check: bool,
+        admit: int,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the SUBMIT script for jobs ``chunk`` (see _enqueue)."""
         queue = self.settings.queue
         per_job: list[str | bytes] = []
         messages: list[str] = []
@@ -354,13 +426,7 @@ class Client:
             self.settings.max_queued, admit, len(messages), *messages,
             "1" if self.settings.celery_results else "", *per_job,
         ]  # fmt: skip
-        flags = self._run_submit([queue, keys.queued(queue)], argv)
-        if isinstance(flags, int):
-            raise admission.queue_full(flags, admit, self.settings.max_queued)
-        taken = {i for i, flag in zip(chunk, flags, strict=True) if not flag}
-        if taken and self.settings.min_replicas:
-            self._confirm_existing(ids[min(taken)])
-        return taken
+        return [queue, keys.queued(queue)], argv
 
     def _confirm_existing(self, job_id: str) -> None:
         """With PREDICTQ_MIN_REPLICAS, wait until the replicas have the jobs whose IDs existed
@@ -779,12 +845,12 @@ class Client:
         JobNotFound names the first unknown or expired ID, once the others are cancelled.
         """
         before: list[str | None] = []
-        for start in range(0, len(job_ids), _SUBMIT_CHUNK):
+        for start in range(0, len(job_ids), SUBMIT_CHUNK):
             now = time.time()
             before += self._cancel(
                 keys=[records.stats_key(now), keys.queued(self.settings.queue)],
                 args=[f"{now:.6f}", keys.STATS_TTL, JOB_PREFIX, _DONE_PREFIX, keys.REPLY_TTL,
-                      *job_ids[start : start + _SUBMIT_CHUNK]],
+                      *job_ids[start : start + SUBMIT_CHUNK]],
             )  # fmt: skip
         for job_id, status in zip(job_ids, before, strict=True):
             if status is None:

@@ -93,10 +93,16 @@ def test_a_long_poll_returns_as_soon_as_the_job_ends(
     api: ApiServer, promoted: str, r: redis.Redis
 ) -> None:
     job_id = _submit(api, "svc", [[0.0] * 6])
+
+    def scripts_run() -> int:
+        return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = scripts_run()
     with api.http("svc") as poller, api.http("svc") as canceller, ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(poller.get, f"/v1/jobs/{job_id}", params={"wait": 5})
-        # The poll is under way once the server subscribed to the job's wake-up channel.
-        wait_for(lambda: r.pubsub_numsub(keys.done(job_id))[0][1] >= 1, 10, "the long-poll")
+        # The poll is under way once the server read the job (one script call; nothing else
+        # runs scripts here: no worker serves the model), and it now waits on its result list.
+        wait_for(lambda: scripts_run() > before, 10, "the long-poll")
         assert canceller.delete(f"/v1/jobs/{job_id}").status_code == 200
         ended = time.monotonic()
         answer = waiting.result(timeout=10)

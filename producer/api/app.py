@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             owners=Owners(client.redis, aio), waiters=Waiters(aio),
         )  # fmt: skip
         app.state.services = svc
+        svc.waiters.start()
         try:
             yield
         finally:

@@ -60,16 +60,16 @@ class Owners:
     def __init__(self, sync: redis.Redis, aio: redis.asyncio.Redis) -> None:
         self._redis = sync
         self._aio = aio
-        self._claim = sync.register_script(CLAIM)
-        self._release = sync.register_script(RELEASE)
+        self._claim = aio.register_script(CLAIM)
+        self._release = aio.register_script(RELEASE)
 
-    def claim(self, name: str, job_ids: Sequence[str], job_ttl: int) -> list[str]:
+    async def claim(self, name: str, job_ids: Sequence[str], job_ttl: int) -> list[str]:
         """Claim caller-chosen IDs before they are submitted; the ones newly claimed.
 
         JobIdTaken, and nothing claimed, when any of them belongs to someone else.
         """
         ttl = owner_ttl(job_ttl)
-        out = self._claim(args=[_OWNER_PREFIX, _JOB_PREFIX, name, ttl, *job_ids])
+        out = await self._claim(args=[_OWNER_PREFIX, _JOB_PREFIX, name, ttl, *job_ids])
         taken = [j for j, o in zip(job_ids, out, strict=True) if o == "taken"]
         if taken:
             raise JobIdTaken(
@@ -78,10 +78,10 @@ class Owners:
             )
         return [j for j, o in zip(job_ids, out, strict=True) if o == "new"]
 
-    def release(self, name: str, job_ids: Sequence[str]) -> None:
+    async def release(self, name: str, job_ids: Sequence[str]) -> None:
         """Drop claims on IDs whose submission failed."""
         if job_ids:
-            self._release(args=[_OWNER_PREFIX, name, *job_ids])
+            await self._release(args=[_OWNER_PREFIX, name, *job_ids])
 
     def record(self, name: str, job_ids: Sequence[str], job_ttl: int) -> None:
         """Record the owner of jobs whose IDs were generated (nobody else can know them yet)."""

@@ -5,23 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
-import redis
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from registry import (
-    DEFAULT_ALIAS,
     InvalidInput,
     JobNotCancellable,
     JobNotFound,
-    NotReplicated,
-    RedisUnavailable,
 )
 
-from ..admission import is_oom, out_of_memory
-from ..contract import JobResult
+from ..contract import FINAL_STATUSES, JobResult
 from .auth import Principal, require
 from .limits import read_json
 from .responses import OVERLOADED, errors
@@ -31,8 +27,11 @@ from .schemas import (
     BatchSubmission,
     JobAccepted,
     JobSubmission,
+    JobsWait,
+    JobsWaited,
 )
 from .services import Services, services
+from .submitting import submit
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -91,64 +90,6 @@ def _status_url(request: Request, job_id: str) -> str:
     return f"{request.scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
 
 
-def _submit(
-    svc: Services,
-    who: Principal,
-    model: str,
-    jobs: list[Any],
-    job_ids: list[str | None],
-    target: JobSubmission | BatchSubmission,
-) -> list[str]:
-    """Claim caller-chosen IDs, submit through the client, then record who owns the jobs."""
-    chosen = [j for j in job_ids if j is not None]
-    if chosen and len(chosen) != len(job_ids):
-        raise InvalidInput("give every job of a batch a job_id, or none of them")
-    if len(set(chosen)) != len(chosen):
-        raise InvalidInput("job IDs repeat within the batch: give each job its own")
-    ttl = target.ttl or svc.settings.result_ttl
-    claimed = svc.owners.claim(who.name, chosen, ttl) if chosen else []
-    try:
-        ids = svc.client.submit_many(
-            model, jobs, version=target.version, alias=target.alias or DEFAULT_ALIAS,
-            job_ids=chosen or None, probabilities=target.probabilities, ttl=target.ttl,
-        )  # fmt: skip
-    except NotReplicated as e:
-        # The jobs were enqueued. Chosen IDs stay owned, so that resubmitting them (safe: an ID
-        # that exists is not enqueued twice) or reading them works; generated ones the caller
-        # never learns, so they are taken back rather than left to run unseen.
-        if chosen:
-            raise
-        said = e.message.partition(": it may")[0]
-        try:
-            svc.client.cancel_many(e.job_ids[: e.enqueued])
-        except JobNotFound:
-            # Some never reached the primary, or were lost with it in a failover: nothing of
-            # them can run. The others were cancelled before this was raised.
-            pass
-        except RedisUnavailable as gone:
-            raise NotReplicated(
-                f"{said}, and they could not be cancelled ({gone.message}): they may still run "
-                "once; submit again with job_id set, so that a retry is never a second job"
-            ) from e
-        raise NotReplicated(
-            said + ": the jobs were cancelled (any a worker had already started runs to its "
-            "end); submit again, with job_id set to make retries safe"
-        ) from e
-    except BaseException:
-        svc.owners.release(who.name, claimed)
-        raise
-    if not chosen:
-        try:
-            svc.owners.record(who.name, ids, ttl)
-        except redis.ResponseError as e:
-            if not is_oom(e):
-                raise
-            # Redis filled up between the jobs and their owner: the submission is taken back.
-            svc.client.cancel_many(ids)
-            raise out_of_memory(len(ids)) from e
-    return ids
-
-
 @router.post(
     "/models/{name}/jobs",
     status_code=202,
@@ -161,18 +102,20 @@ def _submit(
 async def submit_job(
     name: ModelName,
     request: Request,
-    response: Response,
     svc: Annotated[Services, Depends(services)],
     who: Annotated[Principal, Depends(require("submit"))],
-) -> JobAccepted:
+) -> Response:
     """Enqueue one job; 202 with its ID at once. Invalid input: 422, and nothing is enqueued."""
     payload = await read_json(request)
     _count_rows(payload, svc.settings.max_rows)
     body = _parse(JobSubmission, payload)
-    [job_id] = await run_in_threadpool(_submit, svc, who, name, [body.rows], [body.job_id], body)
+    [job_id] = await submit(svc, who, name, [body.rows], [body.job_id], body)
     url = _status_url(request, job_id)
-    response.headers["Location"] = url
-    return JobAccepted(id=job_id, status_url=url)
+    # Written here rather than through the response model: the fields are ours, already checked.
+    return Response(
+        orjson.dumps({"id": job_id, "status_url": url}), status_code=202,
+        media_type="application/json", headers={"Location": url},
+    )  # fmt: skip
 
 
 @router.post(
@@ -189,16 +132,17 @@ async def submit_batch(
     request: Request,
     svc: Annotated[Services, Depends(services)],
     who: Annotated[Principal, Depends(require("submit"))],
-) -> BatchAccepted:
+) -> Response:
     """Enqueue many jobs for one model; if any job is invalid, none is enqueued (422)."""
     payload = await read_json(request)
     _count_rows(payload, svc.settings.max_rows, svc.settings.api_max_batch_jobs)
     body = _parse(BatchSubmission, payload)
     rows = [job.rows for job in body.jobs]
-    ids = await run_in_threadpool(
-        _submit, svc, who, name, rows, [job.job_id for job in body.jobs], body
-    )
-    return BatchAccepted(jobs=[JobAccepted(id=i, status_url=_status_url(request, i)) for i in ids])
+    ids = await submit(svc, who, name, rows, [job.job_id for job in body.jobs], body)
+    return Response(
+        orjson.dumps({"jobs": [{"id": i, "status_url": _status_url(request, i)} for i in ids]}),
+        status_code=202, media_type="application/json",
+    )  # fmt: skip
 
 
 async def _visible(svc: Services, who: Principal, job_id: str) -> None:
@@ -245,12 +189,62 @@ async def get_job(
             "PREDICTQ_API_MAX_WAIT); it answers as soon as the job is final.",
         ),
     ] = 0,
-) -> JobResult:
+) -> Response:
     """The job's record. With ``wait``, the record once final, or as it is when the wait ends."""
-    await _visible(svc, who, job_id)
-    if wait > 0:
-        await svc.waiters.wait(job_id, min(wait, svc.settings.api_max_wait))
-    return await _read(svc, job_id)
+    timeout = min(wait, svc.settings.api_max_wait)
+    found = await svc.waiters.lookup([job_id], timeout, None if who.admin else who.name)
+    record = found[job_id]
+    if record is None:
+        raise _not_found(job_id)
+    return _json(record.model_dump_json().encode())
+
+
+@router.post(
+    "/jobs:wait",
+    response_model=JobsWaited,
+    responses=errors(400, 401, 403, 413, 415, 422, 503),
+    openapi_extra=_body_doc(JobsWait),
+    summary="Read many jobs, or long-poll until all have ended",
+    operation_id="wait_jobs",
+)
+async def wait_jobs(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    who: Annotated[Principal, Depends(require("submit"))],
+) -> Response:
+    """The records of the jobs that are final, once all are or when ``wait`` ends, and the IDs
+    of those that are not final, or not found (unknown, expired, or another API key's)."""
+    payload = await read_json(request)
+    ids = payload.get("ids") if isinstance(payload, dict) else None
+    limit = svc.settings.api_max_batch_jobs
+    if isinstance(ids, list) and len(ids) > limit:
+        raise InvalidInput(
+            f"{len(ids)} job IDs is more than {limit} per request "
+            "(PREDICTQ_API_MAX_BATCH_JOBS): split them over several requests"
+        )
+    body = _parse(JobsWait, payload)
+    unique = list(dict.fromkeys(body.ids))
+    timeout = min(body.wait, svc.settings.api_max_wait)
+    found = await svc.waiters.lookup(unique, timeout, None if who.admin else who.name)
+    final, pending, missing = [], [], []
+    for job_id in unique:
+        record = found[job_id]
+        if record is None:
+            missing.append(job_id)
+        elif record.status in FINAL_STATUSES:
+            final.append(record.model_dump_json().encode())
+        else:
+            pending.append(job_id)
+    return _json(
+        b'{"jobs":[' + b",".join(final) + b'],"pending":' + orjson.dumps(pending)
+        + b',"not_found":' + orjson.dumps(missing) + b"}"
+    )  # fmt: skip
+
+
+def _json(content: bytes) -> Response:
+    # Records are written as they are (see the routes' response_model for their schema):
+    # validating our own records again would cost more than reading them.
+    return Response(content, media_type="application/json")
 
 
 @router.delete(

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from registry import ModelVersion, PromotionEvent
 
-from ..contract import MAX_TTL
+from ..contract import MAX_TTL, JobResult
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
@@ -135,6 +135,40 @@ class BatchAccepted(BaseModel):
     """The jobs of a batch, in the order they were given."""
 
     jobs: list[JobAccepted]
+
+
+class JobsWait(BaseModel):
+    """Job IDs to read together, and how long to wait for them to end."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"ids": ["order-42", "order-43"], "wait": 10}]},
+    )  # fmt: skip
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1,
+        description="Up to PREDICTQ_API_MAX_BATCH_JOBS job IDs; a repeated ID is answered once.",
+    )
+    wait: float = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds to wait for every job to end (capped by PREDICTQ_API_MAX_WAIT); "
+        "it answers as soon as all are final. 0: answer at once.",
+    )
+
+
+class JobsWaited(BaseModel):
+    """The jobs of a bulk wait: the final ones' records, and which are not final or not found."""
+
+    jobs: list[JobResult] = Field(
+        description="The record of each job that is final, in the order the IDs were given."
+    )
+    pending: list[str] = Field(description="Jobs not final when the wait ended.")
+    not_found: list[str] = Field(
+        description="IDs with no record (never submitted, or expired after their TTL), or "
+        "submitted with another API key."
+    )
 
 
 class FieldError(BaseModel):
