@@ -1,9 +1,12 @@
 """``python -m bench [--quick] [--events] [--out PATH]``: predictq vs naive Celery vs in-process,
-one run; with ``--events``, only what task events cost (bulk single-row jobs, events off vs on)."""
+one run; with ``--events``, only what task events cost (bulk single-row jobs, events off vs on);
+with ``--http [--api-workers N]``, lone, 16-client and bulk jobs through ``predictq api`` beside
+the Python client and naive Celery, with the API's CPU per job."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
@@ -22,7 +25,7 @@ import celery
 import numpy as np
 import sklearn
 
-from . import memory, replicas, report, scenarios, scoring, task_events
+from . import memory, replicas, report, scenarios, scoring, task_events, web
 from .clients import NAIVE, PREDICTQ
 from .config import Config
 from .models import BIG, LR, MIXED, PROMO, RF, Models, build, build_big
@@ -59,9 +62,7 @@ class Run:
         if figures is None:
             return
         self.results["rows"].append(figures)
-        shown = {k: figures.get(k) for k in ("jobs_per_s", "p50_ms", "failed", "wrong")}
-        text = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()]
-        self.log("  " + ", ".join(t for t in text if not t.endswith("=None")))
+        self.log("  " + report.brief(figures))
 
     def main(self) -> None:
         cfg = self.cfg
@@ -283,6 +284,13 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -307,8 +315,18 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: `predictq score` on a large CSV (rows/s, peak RSS) beside submit_many",
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="with --score: CSV rows")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="instead: lone, 16-client and bulk jobs through `predictq api` beside the Python "
+        "client and naive Celery (LogisticRegression), with the API's CPU per job",
+    )
+    parser.add_argument(
+        "--api-workers", type=_positive, default=1, help="with --http: uvicorn worker processes"
+    )
     args = parser.parse_args(argv)
     cfg = Config.quick_run() if args.quick else Config.full()
+    cfg = dataclasses.replace(cfg, api_workers=args.api_workers)
     signal.signal(signal.SIGTERM, _terminate)
     reaper = Reaper()
     with tempfile.TemporaryDirectory(prefix="predictq-bench-") as tmp:
@@ -320,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.events()
             elif args.score:
                 run.results["rows"] += scoring.run(cfg, Path(tmp), reaper, run.log, args.rows)
+            elif args.http:
+                run.results["rows"] += web.run(cfg, Path(tmp), reaper, run.log, run.step)
             else:
                 run.main()
         except Exception as e:
@@ -340,6 +360,18 @@ def main(argv: list[str] | None = None) -> int:
             "time includes start-up, checksum, reading and writing the files; peak RSS is its "
             "VmHWM, read while it runs); submit_many sends the same rows, already in memory, in "
             "jobs of the same size."
+        )
+    if args.http:
+        results["http"] = web.summary(results["rows"], cfg)
+        results["notes"][0] = (
+            f"notes: --http: one predictq worker and one naive Celery worker with "
+            f"{cfg.worker_concurrency} processes each, `predictq api` with {cfg.api_workers} "
+            f"uvicorn worker(s), on {results['meta']['cpus']} CPUs with the clients; "
+            f"{cfg.http_clients} concurrent clients are processes for the Python client and "
+            "naive, connections of one asyncio process for HTTP; HTTP bulk is jobs:batch in "
+            f"batches of {web.BATCH}; bulk naive runs {cfg.naive_bulk_jobs:,} jobs (the others "
+            f"{cfg.http_bulk_jobs:,}) and is reported as a rate; server CPU is the api "
+            "process's user + system time over each measured span, per job."
         )
     if args.replicas:
         results["notes"][0] = (

@@ -25,6 +25,11 @@ class Config:
     event_rounds: int  # --events: off/on pairs of the bulk scenario
     worker_concurrency: int = 2
     job_timeout: float = 600.0
+    # --http: the same clients, seconds and bulk jobs for the Python client, naive and HTTP
+    http_clients: int = 16  # concurrent client processes (Python, naive) or connections (HTTP)
+    http_seconds: float = 10.0
+    http_bulk_jobs: int = 20_000
+    api_workers: int = 1  # uvicorn worker processes of `predictq api` (--api-workers)
 
     @classmethod
     def full(cls) -> Config:
@@ -67,4 +72,6 @@ class Config:
             jobs_per_pool_process=3,
             event_rounds=1,
             job_timeout=120.0,
+            http_seconds=2.0,
+            http_bulk_jobs=2_000,
         )

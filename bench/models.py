@@ -50,11 +50,34 @@ class Models:
         return rows
 
 
-def build(data_rows: int, rf_trees: int, rf_fit_rows: int, out_dir: Path) -> Models:
-    """The LogisticRegression, the random forest and the promotion pair, saved under ``out_dir``."""
+def _data(data_rows: int) -> tuple[np.ndarray, np.ndarray]:
     x, y = make_classification(
         n_samples=data_rows, n_features=N_FEATURES, n_informative=10, random_state=0
     )
+    return x, y
+
+
+def _save(models: Models, out_dir: Path) -> Models:
+    """Dump every estimator to ``out_dir`` (the naive worker loads them from there)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, est in models.estimators.items():
+        models.paths[name] = out_dir / f"{name}.joblib"
+        joblib.dump(est, models.paths[name])
+    return models
+
+
+def build_lr(data_rows: int, out_dir: Path) -> Models:
+    """The LogisticRegression alone (as :func:`build` fits it), saved under ``out_dir``."""
+    x, y = _data(data_rows)
+    t = time.perf_counter()
+    lr = LogisticRegression(max_iter=1000).fit(x, y)
+    models = Models(x=x, estimators={LR: lr}, fit_seconds={LR: time.perf_counter() - t})
+    return _save(models, out_dir)
+
+
+def build(data_rows: int, rf_trees: int, rf_fit_rows: int, out_dir: Path) -> Models:
+    """The LogisticRegression, the random forest and the promotion pair, saved under ``out_dir``."""
+    x, y = _data(data_rows)
     fit_seconds: dict[str, float] = {}
     t = time.perf_counter()
     lr = LogisticRegression(max_iter=1000).fit(x, y)
@@ -70,11 +93,7 @@ def build(data_rows: int, rf_trees: int, rf_fit_rows: int, out_dir: Path) -> Mod
     fit_seconds[MIXED] = time.perf_counter() - t
     models = Models(x=x, estimators={LR: lr, RF: rf, MIXED: mixed}, promo_v2=mirror,
                     fit_seconds=fit_seconds, mixed_frame=frame)  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, est in models.estimators.items():
-        models.paths[name] = out_dir / f"{name}.joblib"
-        joblib.dump(est, models.paths[name])
-    return models
+    return _save(models, out_dir)
 
 
 def _mixed(n: int) -> tuple[Any, Any]:

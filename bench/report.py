@@ -9,7 +9,7 @@ from typing import Any
 COLUMNS = [
     ("scenario", 15),
     ("model", 7),
-    ("system", 10),
+    ("system", 13),
     ("jobs", 7),
     ("jobs/s", 9),
     ("rows/s", 11),
@@ -31,6 +31,14 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             r["ratio_to_naive"] = r["rows_per_s"] / naive["rows_per_s"]
         if bound is not None and r["system"] == "predictq":
             r["ratio_to_in_process"] = r["rows_per_s"] / bound["rows_per_s"]
+
+
+def brief(figures: dict[str, Any]) -> str:
+    """One measurement on one line, for the progress log."""
+    keys = ("jobs_per_s", "p50_ms", "server_cpu_ms_per_job", "failed", "wrong")
+    shown = {k: figures[k] for k in keys if figures.get(k) is not None}
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in shown.items())  # fmt: skip
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -132,6 +140,35 @@ def memory_text(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def http_text(h: dict[str, Any]) -> str:
+    workers = h["api_workers"]
+    lines = [
+        f"HTTP (predictq api, {workers} uvicorn worker{'s' if workers > 1 else ''}; bulk results "
+        f"read by {h['bulk_read'] or '-'}):",
+        "  server CPU per job (the api process"
+        + (" and its workers" if workers > 1 else "")
+        + "): "
+        + ", ".join(f"{s} {v:.2f} ms" for s, v in h["server_cpu_ms_per_job"].items()),
+    ]
+    if h["http_over_python"]:
+        lines.append(
+            "  HTTP / Python client, jobs/s: "
+            + "; ".join(
+                f"{s} {v['http_jobs_per_s']:,.0f} / {v['python_jobs_per_s']:,.0f} = "
+                f"{v['ratio']:.2f}"
+                for s, v in h["http_over_python"].items()
+            )
+        )
+    if "lone_p50_ms" in h:
+        p = h["lone_p50_ms"]
+        lines.append(
+            f"  lone p50: HTTP {p['http']:.2f} ms, Python client {p['python']:.2f} ms "
+            f"(HTTP {_ratio(p['http'] / p['python'])})"
+        )
+    lines.append(f"  failed jobs {h['failed']}, wrong predictions {h['wrong']} (every row)")
+    return "\n".join(lines)
+
+
 def render(results: dict[str, Any]) -> str:
     parts = [table(results["rows"])]
     if results.get("promotion"):
@@ -144,6 +181,8 @@ def render(results: dict[str, Any]) -> str:
             f"task events (median of {e['rounds']} round(s)): off {e['off_jobs_per_s']:,.0f} "
             f"jobs/s, on {e['on_jobs_per_s']:,.0f} jobs/s; on/off = {e['ratio_on_off']:.3f}"
         )
+    if results.get("http"):
+        parts.append(http_text(results["http"]))
     parts.extend(results.get("notes", []))
     for err in results.get("errors", []):
         parts.append(f"ERROR in {err['scenario']}: {err['error']}")

@@ -172,6 +172,15 @@ class Predictq:
         self.registry = Registry(url, settings=self.settings)
         self.client = Client(url, settings=self.settings)
 
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a predictq process (worker, api) on this system."""
+        return _clean_env(
+            PREDICTQ_REDIS_URL=self.url,
+            PREDICTQ_HOME=str(self.home),
+            PREDICTQ_ARTIFACT_DIR=str(self.home / "artifacts"),
+            **extra,
+        )
+
     def client_spec(self) -> dict[str, str]:
         """What a client process needs to build its own Client."""
         return {"url": self.url, "home": str(self.home)}
@@ -181,11 +190,7 @@ class Predictq:
     ) -> Worker:
         """Start a ``predictq worker -c N`` (named, so that its heartbeat key is known)."""
         name = f"bench-{uuid.uuid4().hex[:8]}@localhost"
-        env = _clean_env(
-            PREDICTQ_REDIS_URL=self.url,
-            PREDICTQ_HOME=str(self.home),
-            PREDICTQ_ARTIFACT_DIR=str(self.home / "artifacts"),
-        )
+        env = self.env()
         if models:
             env["PREDICTQ_MODELS"] = models
         if task_events:
@@ -216,8 +221,9 @@ class Predictq:
         return worker
 
     def clear_jobs(self) -> int:
-        """Drop every job record and wake-up list; versions and aliases stay."""
-        return _clear(self.registry.redis, ["predictq:job:*", "predictq:done:*"])
+        """Drop every job record, wake-up list and HTTP owner; versions and aliases stay."""
+        patterns = ["predictq:job:*", "predictq:done:*", "predictq:owner:*"]
+        return _clear(self.registry.redis, patterns)
 
 
 class Naive:
