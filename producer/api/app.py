@@ -18,6 +18,7 @@ from ..client import Client
 from . import routes_health, routes_jobs, routes_metrics, routes_models
 from .auth import KeyRing
 from .errors import install_handlers
+from .fast import FastPath
 from .limits import BodyLimit
 from .owners import Owners
 from .schemas import BatchSubmission, JobSubmission
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.keys = ring
     install_handlers(app)
+    # Inside the body limit, which counts what the fast path reads too.
+    app.add_middleware(FastPath, api=app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(routes_jobs.router)
     app.include_router(routes_models.router)

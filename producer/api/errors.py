@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
@@ -106,6 +106,18 @@ async def _redis(_: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     # Not logged here: Starlette re-raises it after this answer, and uvicorn logs the traceback.
     return error_response(PredictqError("internal error: the server log has the details"))
+
+
+async def render(request: Request, exc: Exception) -> Response:
+    """The answer the app's handlers give ``exc`` (for requests served outside FastAPI)."""
+    if isinstance(exc, PredictqError):
+        return await _predictq(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _validation(request, exc)
+    if isinstance(exc, redis.RedisError):
+        return await _redis(request, exc)
+    log.error("internal error", exc_info=exc)
+    return await _unexpected(request, exc)
 
 
 def install_handlers(app: FastAPI) -> None:

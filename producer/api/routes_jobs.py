@@ -106,6 +106,11 @@ async def submit_job(
     who: Annotated[Principal, Depends(require("submit"))],
 ) -> Response:
     """Enqueue one job; 202 with its ID at once. Invalid input: 422, and nothing is enqueued."""
+    return await submit_one(svc, who, name, request)
+
+
+async def submit_one(svc: Services, who: Principal, name: str, request: Request) -> Response:
+    """POST /v1/models/{name}/jobs, once routed and authenticated (also fast.py's)."""
     payload = await read_json(request)
     _count_rows(payload, svc.settings.max_rows)
     body = _parse(JobSubmission, payload)
@@ -191,6 +196,11 @@ async def get_job(
     ] = 0,
 ) -> Response:
     """The job's record. With ``wait``, the record once final, or as it is when the wait ends."""
+    return await read_one(svc, who, job_id, wait)
+
+
+async def read_one(svc: Services, who: Principal, job_id: str, wait: float) -> Response:
+    """GET /v1/jobs/{job_id}, once routed and authenticated (also fast.py's)."""
     timeout = min(wait, svc.settings.api_max_wait)
     found = await svc.waiters.lookup([job_id], timeout, None if who.admin else who.name)
     record = found[job_id]
@@ -214,6 +224,11 @@ async def wait_jobs(
 ) -> Response:
     """The records of the jobs that are final, once all are or when ``wait`` ends, and the IDs
     of those that are not final, or not found (unknown, expired, or another API key's)."""
+    return await wait_many(svc, who, request)
+
+
+async def wait_many(svc: Services, who: Principal, request: Request) -> Response:
+    """POST /v1/jobs:wait, once routed and authenticated (also fast.py's)."""
     payload = await read_json(request)
     ids = payload.get("ids") if isinstance(payload, dict) else None
     limit = svc.settings.api_max_batch_jobs
