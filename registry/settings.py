@@ -184,10 +184,16 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, gt=0, description="Largest HTTP request body; larger ones get 413."
     )
     api_max_batch_jobs: int = Field(
-        1000, gt=0, description="Most jobs one POST /v1/models/{name}/jobs:batch may carry."
+        1000,
+        gt=0,
+        description="Most jobs one POST /v1/models/{name}/jobs:batch may carry, and most IDs "
+        "one POST /v1/jobs:wait may ask for.",
     )
     api_max_wait: float = Field(
-        30.0, gt=0, le=600, description="Cap in seconds on a GET /v1/jobs/{id}?wait= long-poll."
+        30.0,
+        gt=0,
+        le=600,
+        description="Cap in seconds on a long-poll (GET /v1/jobs/{id}?wait=, POST /v1/jobs:wait).",
     )
 
     @field_validator("artifact_dir", mode="before")
