@@ -21,7 +21,7 @@ from .errors import install_handlers
 from .fast import FastPath
 from .limits import BodyLimit
 from .owners import Owners
-from .schemas import BatchSubmission, JobSubmission
+from .schemas import BatchSubmission, JobSubmission, JobsWait
 from .services import Services
 from .waiting import Waiters
 
@@ -43,7 +43,7 @@ def _openapi(app: FastAPI) -> Any:
         doc = get_openapi(title=app.title, version=app.version, description=app.description,
                           routes=app.routes)  # fmt: skip
         _, extra = models_json_schema(
-            [(JobSubmission, "validation"), (BatchSubmission, "validation")],
+            [(m, "validation") for m in (JobSubmission, BatchSubmission, JobsWait)],
             ref_template="#/components/schemas/{model}",
         )
         doc.setdefault("components", {}).setdefault("schemas", {}).update(extra["$defs"])
