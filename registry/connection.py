@@ -318,6 +318,9 @@ def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.R
 
 def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
     """An asyncio redis-py client for ``url`` (a Sentinel URL too), for the HTTP gateway."""
+    # The sync client's bounds: a Redis that drops packets fails a request within the connect
+    # timeout, not the operating system's minutes.
+    options = {"health_check_interval": 30, "socket_connect_timeout": _CONNECT_TIMEOUT, **options}
     if not sentinel.is_sentinel(url):
         return redis.asyncio.Redis.from_url(url, **options)
     parsed = sentinel.parse(url)

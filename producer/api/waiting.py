@@ -222,7 +222,11 @@ class Waiters:
                 await asyncio.sleep(_RECHECK)
                 continue
             for raw in items:
-                self._told(str(raw))
+                try:
+                    self._told(str(raw))
+                except (ValueError, KeyError, TypeError) as e:
+                    # Not what a worker pushes: skipped, so that it stops no other wake-up.
+                    self._complain(f"result listener: skipped an unreadable entry ({e})")
 
     def _told(self, raw: str) -> None:
         if raw.startswith("{"):
