@@ -362,7 +362,9 @@ def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]
     """``schema`` with a top-level $ref followed."""
     while "$ref" in schema:
         name = schema["$ref"].removeprefix("#/components/schemas/")
-        schema = document["components"]["schemas"][name]
+        defined = document.get("components", {}).get("schemas", {})
+        assert name in defined, f"{schema['$ref']} is not defined in the document"
+        schema = defined[name]
     return schema
 
 
