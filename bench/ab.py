@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="with --http")
     parser.add_argument("--seconds", type=float, default=10.0, help="with --http")
     parser.add_argument("--api-workers", type=int, default=1, help="with --http")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="with --http: the API logs no requests"
+    )
     args = parser.parse_args()
     import producer
 
@@ -131,7 +134,8 @@ def _http(
     port = _free_port()
     api = subprocess.Popen(
         [sys.executable, "-m", "worker", "api", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(args.api_workers)],
+         "--workers", str(args.api_workers),
+         *(["--no-access-log"] if args.no_access_log else [])],
         cwd=tree, env={**env, "PREDICTQ_API_KEYS": f"ab:{key}:submit"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address `predictq api` listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `predictq api` listens on.")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `predictq api`.")
+    api_access_log: bool = Field(
+        True,
+        description="One log line per request (method, path, status). Off saves about 0.05 ms "
+        "of CPU a request, for deployments whose proxy or ingress logs requests already.",
+    )
     api_max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest HTTP request body; larger ones get 413."
     )

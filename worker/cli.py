@@ -217,6 +217,9 @@ def api(
     insecure_no_auth: bool = typer.Option(
         False, "--insecure-no-auth", help="Serve without API keys (local development only)."
     ),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log", help="PREDICTQ_API_ACCESS_LOG (default on)."
+    ),
 ) -> None:
     """Serve the HTTP API (needs `pip install 'predictq[api]'`)."""
     try:
@@ -227,7 +230,8 @@ def api(
         ) from e
     s = get_settings()
     serve(s, host=host or s.api_host, port=port or s.api_port, workers=workers or s.api_workers,
-          insecure=insecure_no_auth)  # fmt: skip
+          insecure=insecure_no_auth,
+          access_log=s.api_access_log if access_log is None else access_log)  # fmt: skip
 
 
 @redis_app.command("start")

@@ -11,7 +11,9 @@ from registry import Settings
 from .auth import KeyRing
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int, insecure: bool) -> None:
+def serve(
+    settings: Settings, *, host: str, port: int, workers: int, insecure: bool, access_log: bool
+) -> None:
     """Serve ``create_app`` on ``host:port`` with ``workers`` processes until stopped."""
     if insecure:
         # uvicorn's worker processes read their settings from the environment afresh.
@@ -29,5 +31,5 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, insecure: b
         timeout_graceful_shutdown=int(settings.api_max_wait) + 5,
         server_header=False,
         # Access lines show the method, path and status, never headers, so keys stay out of logs.
-        access_log=True,
+        access_log=access_log,
     )
