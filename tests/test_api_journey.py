@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pytest
 import redis
 
 from producer import FINAL_STATUSES
@@ -110,6 +111,31 @@ def test_a_long_poll_returns_as_soon_as_the_job_ends(
     assert answer.json()["status"] == "cancelled"
     # Well before the 5 s cap, and before the 1 s re-read that backs up missed wake-ups.
     assert woke_after < 0.9
+
+
+@pytest.mark.timeout(120)
+def test_a_job_that_ended_before_its_long_poll_is_answered_at_once_and_as_its_record_says(
+    api: ApiServer, promoted: str, start_worker, r: redis.Redis
+) -> None:
+    # The gateway answers a long-poll on a job it submitted from the result the worker told it,
+    # without reading the record: it must not wait for a result it was told before the poll
+    # came, and what it answers must be the record itself.
+    start_worker()
+    with api.http("svc") as http:
+        _final(http, _submit(api, "svc", [[0.0] * 6]))  # the worker has loaded the model
+        job_id = _submit(api, "svc", [[1.0] * 6])
+        wait_for(lambda: r.hget(keys.job(job_id), "status") == "succeeded", 30, "the job")
+        began = time.monotonic()
+        told = http.get(f"/v1/jobs/{job_id}", params={"wait": 5})
+        took = time.monotonic() - began
+        again = http.get(f"/v1/jobs/{job_id}", params={"wait": 5})
+        other = http.get(
+            f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {api.keys['other']}"}
+        )
+    assert told.status_code == 200 and told.json()["status"] == "succeeded"
+    assert took < 0.9  # before the 1 s re-read that backs up a missed result
+    assert again.json() == told.json()
+    assert other.status_code == 404
 
 
 def test_a_queued_job_is_cancelled_and_a_finished_one_is_not(

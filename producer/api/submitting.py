@@ -70,7 +70,7 @@ async def submit(
         if svc.settings.min_replicas or len(ids) > SUBMIT_CHUNK:
             await run_in_threadpool(_blocking, svc, who, ids, rows_json, shared, bool(chosen))
         else:
-            await _write(svc, ids, rows_json, shared, None if chosen else who.name)
+            await _write(svc, who, ids, rows_json, shared, chosen=bool(chosen))
     except BaseException:
         await svc.owners.release(who.name, claimed)
         raise
@@ -78,17 +78,33 @@ async def submit(
 
 
 async def _write(
-    svc: Services, ids: list[str], rows_json: list[bytes], shared: dict[str, Any],
-    owner: str | None,
+    svc: Services, who: Principal, ids: list[str], rows_json: list[bytes],
+    shared: dict[str, Any], *, chosen: bool,
 ) -> None:  # fmt: skip
-    """One SUBMIT call, with the owner of each job (``owner``, for generated IDs) in the same
-    round trip; a refused submission leaves neither jobs nor owners."""
-    client = svc.client
-    gauge = client.memory
+    """One SUBMIT call, with the owner of each generated ID in the same round trip (chosen
+    ones were claimed before); a refused submission leaves neither jobs nor owners."""
+    owner = None if chosen else who.name
+    gauge = svc.client.memory
     if gauge.due():
         await run_in_threadpool(gauge.check)
     else:
         gauge.check()
+    if len(ids) == 1:
+        # Its end is told on this process's list: its long-poll need not read the record.
+        svc.waiters.submitting(ids[0], who.name, int(shared["ttl"]))
+    try:
+        await _chunks(svc, ids, rows_json, shared, owner)
+    except BaseException:
+        if len(ids) == 1:
+            svc.waiters.not_submitted(ids[0])
+        raise
+
+
+async def _chunks(
+    svc: Services, ids: list[str], rows_json: list[bytes], shared: dict[str, Any],
+    owner: str | None,
+) -> None:  # fmt: skip
+    client = svc.client
     admit = len(ids)
     chunk = list(range(len(ids)))
     loaded = False
@@ -125,6 +141,8 @@ async def _write(
             if is_oom(failed):
                 raise out_of_memory(len(chunk)) from failed
             raise failed
+        if taken and len(ids) == 1:
+            svc.waiters.not_submitted(ids[0])
         admit = admit - len(taken) if taken else 0
         # Jobs whose ID exists were left alone; the others go again without them.
         chunk = [i for i in chunk if i not in taken] if taken else []

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,14 @@ from ..records import RECORD_FIELDS, parse_record, parse_told
 log = logging.getLogger("predictq.api")
 
 _RECHECK = 1.0
+# Jobs submitted alone through this process, remembered (newest last) with their owner, so that
+# the long-poll that follows is answered from the result the listener takes off the reply list,
+# with no read of the record. At most _MINE of them; a result nobody asked for yet is kept
+# _KEEP seconds (at most the job's TTL), _UNCLAIMED at most. A job forgotten takes the usual
+# path: one read, then the wait.
+_MINE = 50_000
+_UNCLAIMED = 10_000
+_KEEP = 10.0
 # Results taken off the reply list per round trip.
 _DRAIN = 512
 # Between two log lines about a Redis the listener cannot reach.
@@ -88,6 +97,8 @@ class Waiters:
         self.reply = keys.reply(f"api-{uuid.uuid4().hex}")
         self._read = aio.register_script(READ)
         self._watches: dict[str, set[Watch]] = {}
+        self._mine: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._unclaimed: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
         self._subscribed: set[str] = set()
@@ -113,6 +124,11 @@ class Waiters:
         """Each job's record once every one is final, or when ``timeout`` seconds have passed
         (0: at once). With ``owner``, a job another API key owns is None, as an unknown one is,
         and is not waited on."""
+        if len(job_ids) == 1 and job_ids[0] in self._mine:
+            told, waited = await self._told_mine(job_ids[0], timeout, owner)
+            if told is not None:
+                return {job_ids[0]: told}
+            timeout -= waited
         watch = self.watch(job_ids) if timeout > 0 else None
         try:
             # Read once watching: a job that ends in between is told to the watch.
@@ -128,6 +144,45 @@ class Waiters:
         finally:
             if watch is not None:
                 await self._forget(watch)
+
+    def submitting(self, job_id: str, owner: str, ttl: int) -> None:
+        """``job_id`` is being written by this process, for ``owner``; its end is told here.
+        Said before the write: a worker may end it before the write's answer is back."""
+        self._mine[job_id] = (owner, ttl)
+        if len(self._mine) > _MINE:
+            self._mine.popitem(last=False)
+
+    def not_submitted(self, job_id: str) -> None:
+        """The write ``submitting`` announced did not happen (refused, or the ID existed)."""
+        self._mine.pop(job_id, None)
+        self._unclaimed.pop(job_id, None)
+
+    async def _told_mine(
+        self, job_id: str, timeout: float, owner: str | None
+    ) -> tuple[JobResult | None, float]:
+        """The result of a job this process submitted, as told (None: read it instead), and
+        how long that took."""
+        mine, _ = self._mine[job_id]
+        if owner is not None and mine != owner:
+            return None, 0.0  # the usual path answers as for an unknown job
+        if job_id in self._unclaimed:
+            raw, until = self._unclaimed.pop(job_id)
+            del self._mine[job_id]
+            if raw is None or until <= time.monotonic():
+                return None, 0.0
+            return parse_told(raw), 0.0
+        if timeout <= 0:
+            return None, 0.0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        watch = self.watch([job_id])
+        try:
+            # At most _RECHECK: a result that never comes (a trimmed or lost list) costs that.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.changed.wait(), min(timeout, _RECHECK))
+            return watch.told.get(job_id), loop.time() - began
+        finally:
+            await self._forget(watch)
 
     async def _settle(
         self,
@@ -229,12 +284,29 @@ class Waiters:
                     self._complain(f"result listener: skipped an unreadable entry ({e})")
 
     def _told(self, raw: str) -> None:
+        told: str | None = raw
+        job_id = raw
         if raw.startswith("{"):
             job_id = _told_id(raw)
-            if job_id in self._watches:
-                self._tell(job_id, parse_told(raw))
-        elif raw in self._watches:
-            self._tell(raw, None)  # told without its result (cancelled, recovered): read it
+        else:
+            told = None  # told without its result (cancelled, recovered): read it
+        if job_id in self._watches:
+            # Heard now, so a later read of it goes to Redis rather than wait for this again.
+            self._mine.pop(job_id, None)
+            self._tell(job_id, None if told is None else parse_told(told))
+        elif job_id in self._mine:
+            self._keep(job_id, told)
+
+    def _keep(self, job_id: str, told: str | None) -> None:
+        """Hold a result of this process's job until it is asked for (see _MINE)."""
+        now = time.monotonic()
+        self._unclaimed[job_id] = (told, now + min(_KEEP, self._mine[job_id][1]))
+        while self._unclaimed:
+            oldest, (_, until) = next(iter(self._unclaimed.items()))
+            if until > now and len(self._unclaimed) <= _UNCLAIMED:
+                break
+            del self._unclaimed[oldest]
+            self._mine.pop(oldest, None)
 
     def _complain(self, message: str) -> None:
         now = time.monotonic()
