@@ -31,7 +31,7 @@ from .. import records
 from ..admission import is_oom, out_of_memory
 from ..client import SUBMIT_CHUNK
 from .auth import Principal
-from .owners import owner_ttl
+from .owners import RECORD, RECORD_SHA, owner_ttl
 from .schemas import BatchSubmission, JobSubmission
 from .services import Services
 
@@ -105,25 +105,35 @@ async def _chunks(
     owner: str | None,
 ) -> None:  # fmt: skip
     client = svc.client
+    ttl = int(shared["ttl"])
     admit = len(ids)
     chunk = list(range(len(ids)))
     loaded = False
     while chunk:
+        # Every ID is checked, generated ones too: redis-py sends a pipeline again when the
+        # connection drops, and the jobs of a first send that did run must not be written twice.
         script_keys, argv = client.submit_args(
-            shared, chunk, ids, rows_json, svc.waiters.reply, owner is None, admit
+            shared, chunk, ids, rows_json, svc.waiters.reply, True, admit
         )
         pipe = svc.aio.pipeline(transaction=False)
         pipe.evalsha(_SUBMIT_SHA, len(script_keys), *script_keys, *argv)
         if owner is not None:
-            for i in chunk:
-                pipe.set(f"{_OWNER_PREFIX}{ids[i]}", owner, ex=owner_ttl(int(shared["ttl"])))
+            pipe.evalsha(RECORD_SHA, 0, _OWNER_PREFIX, owner, owner_ttl(ttl),
+                         *(ids[i] for i in chunk))  # fmt: skip
         flags, *owned = await pipe.execute(raise_on_error=False)
         if isinstance(flags, redis.exceptions.NoScriptError) and not loaded:
-            # A restarted Redis forgot the script: it ran nothing, but the owners were set.
+            # A restarted Redis forgot the scripts: SUBMIT ran nothing; the owners may be set.
             await _unown(svc, ids, chunk, owned)
             await svc.aio.script_load(records.SUBMIT)
+            await svc.aio.script_load(RECORD)
             loaded = True
             continue
+        if owned and isinstance(owned[0], redis.exceptions.NoScriptError):
+            # Only RECORD was forgotten (another client loaded SUBMIT again since a restart).
+            try:
+                owned = [await svc.owners.record(owner or "", [ids[i] for i in chunk], ttl)]
+            except redis.RedisError as e:
+                owned = [e]
         if isinstance(flags, Exception):
             await _unown(svc, ids, chunk, owned)
             if is_oom(flags):
@@ -185,7 +195,7 @@ def _blocking(
         ) from e
     if not chosen:
         try:
-            svc.owners.record(who.name, ids, int(shared["ttl"]))
+            svc.owners.record_blocking(who.name, ids, int(shared["ttl"]))
         except redis.ResponseError as e:
             if not is_oom(e):
                 raise
