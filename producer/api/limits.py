@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.message
+import functools
 from typing import Any
 
 import orjson
@@ -63,6 +64,8 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+# Callers send the same few Content-Type values; parsing one costs more than the rest of a check.
+@functools.lru_cache(maxsize=256)
 def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return False

@@ -6,7 +6,6 @@ so the job record and the scripts that write it stay the client's and the worker
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import redis
@@ -47,14 +46,13 @@ return 0
 """
 
 # ARGV: owner key prefix, key name, ttl, then job IDs: records the owner of each (one command
-# for a batch, where a SET each would cost the gateway a reply each to read).
+# for a batch, where a SET each would cost a reply each to read). See also submitting.py.
 RECORD = """
 for i = 4, #ARGV do
   redis.call('SET', ARGV[1] .. ARGV[i], ARGV[2], 'EX', ARGV[3])
 end
 return #ARGV - 3
 """
-RECORD_SHA = hashlib.sha1(RECORD.encode()).hexdigest()
 
 _OWNER_PREFIX = keys.owner("")
 _JOB_PREFIX = keys.job("")
@@ -73,7 +71,6 @@ class Owners:
         self._aio = aio
         self._claim = aio.register_script(CLAIM)
         self._release = aio.register_script(RELEASE)
-        self._record = aio.register_script(RECORD)
         self._record_sync = sync.register_script(RECORD)
 
     async def claim(self, name: str, job_ids: Sequence[str], job_ttl: int) -> list[str]:
@@ -99,10 +96,6 @@ class Owners:
     def record_blocking(self, name: str, job_ids: Sequence[str], job_ttl: int) -> None:
         """Record the owner of jobs whose IDs were generated (nobody else can know them yet)."""
         self._record_sync(args=[_OWNER_PREFIX, name, owner_ttl(job_ttl), *job_ids])
-
-    async def record(self, name: str, job_ids: Sequence[str], job_ttl: int) -> int:
-        """``record_blocking``, on the event loop."""
-        return int(await self._record(args=[_OWNER_PREFIX, name, owner_ttl(job_ttl), *job_ids]))
 
     async def owner(self, job_id: str) -> str | None:
         """The name of the key that submitted ``job_id`` over HTTP, if one did."""

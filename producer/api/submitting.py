@@ -31,11 +31,29 @@ from .. import records
 from ..admission import is_oom, out_of_memory
 from ..client import SUBMIT_CHUNK
 from .auth import Principal
-from .owners import RECORD, RECORD_SHA, owner_ttl
+from .owners import owner_ttl
 from .schemas import BatchSubmission, JobSubmission
 from .services import Services
 
-_SUBMIT_SHA = hashlib.sha1(records.SUBMIT.encode()).hexdigest()
+# KEYS: SUBMIT's two, then the owner key of each job. ARGV: SUBMIT's, then the owner's name
+# ('' for none: chosen IDs are claimed before) and the owner keys' TTL. SUBMIT itself, then the
+# owner of each job, when it wrote them all (a 0 means an ID was taken and nothing was written):
+# one script call where a SET each after it cost the gateway more than the jobs did, and the
+# jobs never exist without their owner.
+SUBMIT_OWNED = (
+    "local owned_for = table.remove(ARGV)\nlocal owner = table.remove(ARGV)\n"
+    "local function submit()\n" + records.SUBMIT + "\nend\n"
+    """local out = submit()
+if type(out) == 'table' and owner ~= '' then
+  for i = 1, #out do
+    if out[i] ~= 1 then return out end
+  end
+  for i = 3, #KEYS do redis.call('SET', KEYS[i], owner, 'EX', owned_for) end
+end
+return out
+"""
+)
+SUBMIT_OWNED_SHA = hashlib.sha1(SUBMIT_OWNED.encode()).hexdigest()
 _OWNER_PREFIX = keys.owner("")
 
 
@@ -105,62 +123,39 @@ async def _chunks(
     owner: str | None,
 ) -> None:  # fmt: skip
     client = svc.client
-    ttl = int(shared["ttl"])
+    owned_for = str(owner_ttl(int(shared["ttl"])))
     admit = len(ids)
     chunk = list(range(len(ids)))
     loaded = False
     while chunk:
-        # Every ID is checked, generated ones too: redis-py sends a pipeline again when the
+        # Every ID is checked, generated ones too: redis-py sends a command again when the
         # connection drops, and the jobs of a first send that did run must not be written twice.
         script_keys, argv = client.submit_args(
             shared, chunk, ids, rows_json, svc.waiters.reply, True, admit
         )
-        pipe = svc.aio.pipeline(transaction=False)
-        pipe.evalsha(_SUBMIT_SHA, len(script_keys), *script_keys, *argv)
-        if owner is not None:
-            pipe.evalsha(RECORD_SHA, 0, _OWNER_PREFIX, owner, owner_ttl(ttl),
-                         *(ids[i] for i in chunk))  # fmt: skip
-        flags, *owned = await pipe.execute(raise_on_error=False)
-        if isinstance(flags, redis.exceptions.NoScriptError) and not loaded:
-            # A restarted Redis forgot the scripts: SUBMIT ran nothing; the owners may be set.
-            await _unown(svc, ids, chunk, owned)
-            await svc.aio.script_load(records.SUBMIT)
-            await svc.aio.script_load(RECORD)
+        owners = [f"{_OWNER_PREFIX}{ids[i]}" for i in chunk] if owner is not None else []
+        try:
+            flags = await svc.aio.evalsha(
+                SUBMIT_OWNED_SHA, len(script_keys) + len(owners), *script_keys, *owners, *argv,
+                owner or "", owned_for,
+            )  # fmt: skip
+        except redis.exceptions.NoScriptError:
+            if loaded:
+                raise
+            # A restarted Redis forgot the script, and ran nothing.
+            await svc.aio.script_load(SUBMIT_OWNED)
             loaded = True
             continue
-        if owned and isinstance(owned[0], redis.exceptions.NoScriptError):
-            # Only RECORD was forgotten (another client loaded SUBMIT again since a restart).
-            try:
-                owned = [await svc.owners.record(owner or "", [ids[i] for i in chunk], ttl)]
-            except redis.RedisError as e:
-                owned = [e]
-        if isinstance(flags, Exception):
-            await _unown(svc, ids, chunk, owned)
-            if is_oom(flags):
-                raise out_of_memory() from flags
-            raise flags
-        try:
-            taken = client.taken(flags, chunk, admit)
-        except BaseException:
-            await _unown(svc, ids, chunk, owned)
+        except redis.ResponseError as e:
+            if is_oom(e):
+                raise out_of_memory() from e
             raise
-        failed = next((e for e in owned if isinstance(e, Exception)), None)
-        if failed is not None:
-            # The jobs went in and their owner did not (Redis filled up in between): taken back.
-            await run_in_threadpool(client.cancel_many, [ids[i] for i in chunk])
-            if is_oom(failed):
-                raise out_of_memory(len(chunk)) from failed
-            raise failed
+        taken = client.taken(flags, chunk, admit)
         if taken and len(ids) == 1:
             svc.waiters.not_submitted(ids[0])
         admit = admit - len(taken) if taken else 0
         # Jobs whose ID exists were left alone; the others go again without them.
         chunk = [i for i in chunk if i not in taken] if taken else []
-
-
-async def _unown(svc: Services, ids: list[str], chunk: list[int], owned: list[Any]) -> None:
-    if owned and any(not isinstance(o, Exception) for o in owned):
-        await svc.aio.delete(*(f"{_OWNER_PREFIX}{ids[i]}" for i in chunk))
 
 
 def _blocking(
