@@ -149,6 +149,9 @@ class Waiters:
         """``job_id`` is being written by this process, for ``owner``; its end is told here.
         Said before the write: a worker may end it before the write's answer is back."""
         self._mine[job_id] = (owner, ttl)
+        # A result still held under this ID is an earlier job's, whose record is gone (Redis
+        # lost it): this job's must be awaited, not answered with that one.
+        self._unclaimed.pop(job_id, None)
         if len(self._mine) > _MINE:
             self._mine.popitem(last=False)
 
