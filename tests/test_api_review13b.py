@@ -63,3 +63,28 @@ def test_a_long_poll_on_a_job_whose_record_expired_in_the_queue_answers_404_at_o
             assert read.status_code == 404, read.text
             # A read is milliseconds; the told result's wait is a whole second.
             assert took < 0.7, f"404 after {took:.2f}s"
+
+
+@pytest.mark.timeout(60)
+def test_a_job_id_submitted_again_after_its_record_expired_stays_readable_by_its_key(
+    api: ApiServer, promoted: str, r: redis.Redis
+) -> None:
+    # No worker: the first job's record expires in the queue after its TTL, and the caller
+    # submits the same ID again (a chosen ID makes a retry safe) while its claim on the ID,
+    # which lives twice the first TTL, is still there. The new job lives a minute: its key must
+    # be able to read it for that long, not get 404 once the first job's claim runs out (no
+    # other key could claim the ID either: the job would run with nobody able to read it).
+    job = "resubmitted-after-expiry"
+    with api.http("svc") as http:
+        first = http.post(f"/v1/models/{promoted}/jobs",
+                          json={"rows": [[0.0] * 6], "job_id": job, "ttl": 2})  # fmt: skip
+        assert first.status_code == 202, first.text
+        wait_for(lambda: not r.exists(keys.job(job)), 30, "the first record to expire")
+        again = http.post(f"/v1/models/{promoted}/jobs",
+                          json={"rows": [[0.0] * 6], "job_id": job, "ttl": 60})  # fmt: skip
+        assert again.status_code == 202, again.text
+        wait_for(lambda: r.ttl(keys.owner(job)) < 0 or r.ttl(keys.owner(job)) > 4, 10,
+                 "the first claim's lifetime to pass")  # fmt: skip
+        read = http.get(f"/v1/jobs/{job}")
+        assert read.status_code == 200, read.text
+        assert read.json()["status"] == "queued"
