@@ -62,7 +62,7 @@ def test_a_long_poll_on_a_job_whose_record_expired_in_the_queue_answers_404_at_o
             took = time.monotonic() - began
             assert read.status_code == 404, read.text
             # A read is milliseconds; the told result's wait is a whole second.
-            assert took < 0.7, f"404 after {took:.2f}s"
+            assert took < 0.9, f"404 after {took:.2f}s"
 
 
 @pytest.mark.timeout(60)
