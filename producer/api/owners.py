@@ -15,7 +15,9 @@ from registry import JobIdTaken, keys
 
 # ARGV: owner key prefix, job key prefix, key name, ttl, then job IDs. For each ID: 'mine' when
 # this key owns it already, 'taken' when another key owns it or the job exists without an owner
-# (submitted outside HTTP), else 'new'. The 'new' ones are claimed only when none is taken.
+# (submitted outside HTTP), else 'new'. The 'new' ones are claimed only when none is taken; a
+# claim this key holds already is made to last the ttl at least (never less: the ID's job may
+# live longer), since the ID may be submitted again after its earlier job's record expired.
 CLAIM = """
 local out, taken = {}, false
 for i = 5, #ARGV do
@@ -31,7 +33,11 @@ for i = 5, #ARGV do
 end
 if not taken then
   for i = 5, #ARGV do
-    if out[i - 4] == 'new' then redis.call('SET', ARGV[1] .. ARGV[i], ARGV[3], 'EX', ARGV[4]) end
+    if out[i - 4] == 'new' then
+      redis.call('SET', ARGV[1] .. ARGV[i], ARGV[3], 'EX', ARGV[4])
+    elseif redis.call('TTL', ARGV[1] .. ARGV[i]) < tonumber(ARGV[4]) then
+      redis.call('EXPIRE', ARGV[1] .. ARGV[i], ARGV[4])
+    end
   end
 end
 return out

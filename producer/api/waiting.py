@@ -97,7 +97,8 @@ class Waiters:
         self.reply = keys.reply(f"api-{uuid.uuid4().hex}")
         self._read = aio.register_script(READ)
         self._watches: dict[str, set[Watch]] = {}
-        self._mine: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # job ID -> (owner, ttl, when its record expires unless the job ends first)
+        self._mine: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self._unclaimed: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
         self._pubsub: PubSub | None = None
@@ -148,7 +149,10 @@ class Waiters:
     def submitting(self, job_id: str, owner: str, ttl: int) -> None:
         """``job_id`` is being written by this process, for ``owner``; its end is told here.
         Said before the write: a worker may end it before the write's answer is back."""
-        self._mine[job_id] = (owner, ttl)
+        self._mine[job_id] = (owner, ttl, time.monotonic() + ttl)
+        # A result still held under this ID is an earlier job's, whose record is gone (Redis
+        # lost it): this job's must be awaited, not answered with that one.
+        self._unclaimed.pop(job_id, None)
         if len(self._mine) > _MINE:
             self._mine.popitem(last=False)
 
@@ -162,7 +166,7 @@ class Waiters:
     ) -> tuple[JobResult | None, float]:
         """The result of a job this process submitted, as told (None: read it instead), and
         how long that took."""
-        mine, _ = self._mine[job_id]
+        mine, _, expires = self._mine[job_id]
         if owner is not None and mine != owner:
             return None, 0.0  # the usual path answers as for an unknown job
         if job_id in self._unclaimed:
@@ -172,6 +176,11 @@ class Waiters:
                 return None, 0.0
             return parse_told(raw), 0.0
         if timeout <= 0:
+            return None, 0.0
+        if expires <= time.monotonic():
+            # Its record expired while it waited in the queue (or ran): no result comes, and
+            # its read answers at once.
+            del self._mine[job_id]
             return None, 0.0
         loop = asyncio.get_running_loop()
         began = loop.time()
