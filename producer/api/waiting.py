@@ -285,6 +285,8 @@ class Waiters:
                 self._complain(f"result listener: {e}; waiters re-read their jobs instead")
                 await asyncio.sleep(_RECHECK)
                 continue
+            if not items:
+                self._evict()  # a quiet moment: results held since are let go
             for raw in items:
                 try:
                     self._told(str(raw))
@@ -308,8 +310,12 @@ class Waiters:
 
     def _keep(self, job_id: str, told: str | None) -> None:
         """Hold a result of this process's job until it is asked for (see _MINE)."""
+        self._unclaimed[job_id] = (told, time.monotonic() + min(_KEEP, self._mine[job_id][1]))
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop held results past their time, and the oldest past _UNCLAIMED."""
         now = time.monotonic()
-        self._unclaimed[job_id] = (told, now + min(_KEEP, self._mine[job_id][1]))
         while self._unclaimed:
             oldest, (_, until) = next(iter(self._unclaimed.items()))
             if until > now and len(self._unclaimed) <= _UNCLAIMED:
