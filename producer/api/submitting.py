@@ -89,6 +89,10 @@ async def submit(
             await run_in_threadpool(_blocking, svc, who, ids, rows_json, shared, bool(chosen))
         else:
             await _write(svc, who, ids, rows_json, shared, chosen=bool(chosen))
+    except NotReplicated:
+        # The jobs were enqueued: chosen IDs stay owned, so that resubmitting them (safe: an ID
+        # that exists is not enqueued twice) or reading them works (see _blocking).
+        raise
     except BaseException:
         await svc.owners.release(who.name, claimed)
         raise
