@@ -18,20 +18,38 @@ from .conftest import REPO
 LONG = "m" + "x" * 120
 
 
+def _as_a_terminal_starts_it() -> None:
+    # A shell starts a command with Ctrl-C's default action and unblocked; a test process may
+    # have inherited it ignored or blocked (both pass on to children), and Python then never
+    # raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.timeout(60)
-def test_status_watch_redraws_until_ctrl_c_and_exits_0(env, registry: Registry, fitted) -> None:
+def test_status_watch_redraws_until_ctrl_c_and_exits_0(
+    env, registry: Registry, fitted, tmp_path
+) -> None:
     registry.register(LONG, fitted, promote=True)
-    with subprocess.Popen(
+    # stderr to a file: a pipe nobody reads while it runs would block it once full.
+    with open(tmp_path / "stderr", "w+") as err, subprocess.Popen(
         [sys.executable, "-m", "worker", "status", "--watch", "--json", "--interval", "0.2"],
-        env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True,
+        preexec_fn=_as_a_terminal_starts_it,
     ) as proc:  # fmt: skip
         try:
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None
             lines = [proc.stdout.readline() for _ in range(3)]
             assert all(json.loads(line)["served"] == {LONG: {"production": 1}} for line in lines)
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=20) == 0, proc.stderr.read()
+            # stdout is read on (communicate): a full pipe would block the redraws in between.
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                err.seek(0)
+                pytest.fail(f"still running 20 s after Ctrl-C; its stderr: {err.read()[-3000:]}")
+            err.seek(0)
+            assert proc.returncode == 0, err.read()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
