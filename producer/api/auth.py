@@ -158,11 +158,16 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
     ) -> Principal:
         ring: KeyRing = request.app.state.keys
-        principal = ring.authenticate(credentials.credentials if credentials else None)
-        if not principal.allows(scope):
-            raise Forbidden(
-                f"API key {principal.name!r} lacks the {scope!r} scope this operation needs"
-            )
-        return principal
+        return allowed(ring, credentials.credentials if credentials else None, scope)
 
     return dependency
+
+
+def allowed(ring: KeyRing, key: str | None, scope: str) -> Principal:
+    """The principal of ``key``, which must hold ``scope`` (Unauthorized, Forbidden)."""
+    principal = ring.authenticate(key)
+    if not principal.allows(scope):
+        raise Forbidden(
+            f"API key {principal.name!r} lacks the {scope!r} scope this operation needs"
+        )
+    return principal

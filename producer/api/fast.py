@@ -22,10 +22,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from registry import Forbidden
-
 from . import routes_jobs
-from .auth import KeyRing, Principal
+from .auth import KeyRing, Principal, allowed
 from .errors import render
 from .schemas import NAME_PATTERN
 from .services import Services
@@ -94,10 +92,7 @@ def _principal(ring: KeyRing, request: Request) -> Principal:
     """The caller, as ``auth.require("submit")`` finds it."""
     scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
     key = credentials if scheme.lower() == "bearer" and credentials else None
-    principal = ring.authenticate(key)
-    if not principal.allows("submit"):
-        raise Forbidden(f"API key {principal.name!r} lacks the 'submit' scope this operation needs")
-    return principal
+    return allowed(ring, key, "submit")
 
 
 __all__ = ["FastPath"]
