@@ -292,18 +292,22 @@ def api(env: dict[str, str], tmp_path: Path) -> Iterator[ApiServer]:
     server.stop()
 
 
+def module_env(redis_server: RedisServer, home: Path) -> dict[str, str]:
+    """The PREDICTQ_* environment of a server a whole module shares (see shared_api)."""
+    return {
+        "PREDICTQ_REDIS_URL": redis_server.url,
+        "PREDICTQ_HOME": str(home / "home"),
+        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
+    }
+
+
 @pytest.fixture(scope="module")
 def shared_api(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     """One ``predictq api`` for a whole module, on the session's Redis (flushed per test)."""
     home = tmp_path_factory.mktemp("api")
-    env = {
-        "PREDICTQ_REDIS_URL": redis_server.url,
-        "PREDICTQ_HOME": str(home / "home"),
-        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
-    }
     # Two uvicorn worker processes, as in production.
-    server = ApiServer(env, home / "api.log", workers=2)
+    server = ApiServer(module_env(redis_server, home), home / "api.log", workers=2)
     yield server
     server.stop()

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from producer import Client
 from registry import keys
 
-from .conftest import ApiServer, RedisServer, Worker, wait_for
+from .conftest import ApiServer, RedisServer, Worker, module_env, wait_for
 
 LIMIT = 8
 """PREDICTQ_API_MAX_BATCH_JOBS of this module's server."""
@@ -41,9 +41,7 @@ def bulk_api(
 ) -> Iterator[ApiServer]:
     home = tmp_path_factory.mktemp("bulk-wait")
     env = {
-        "PREDICTQ_REDIS_URL": redis_server.url,
-        "PREDICTQ_HOME": str(home / "home"),
-        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
+        **module_env(redis_server, home),
         "PREDICTQ_API_MAX_BATCH_JOBS": str(LIMIT),
         "PREDICTQ_API_MAX_BODY_BYTES": str(BODY_LIMIT),
     }
