@@ -159,6 +159,7 @@ def _load_before_fork(sender: Any = None, **_: Any) -> None:
     """Load promoted versions in the parent, so pool processes share them copy-on-write."""
     rt = runtime()
     _state["parent_pid"] = os.getpid()
+    rt.cache.hold_forks()
     # Shared memory that pool processes inherit at every fork: bumping it asks them to exit
     # after their batch so they are forked again from this process (see _recycle_pool).
     _state["generation"] = multiprocessing.Value("l", 0, lock=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -54,10 +55,42 @@ class ModelCache:
         self._failed: dict[tuple[str, int], tuple[PredictqError, float]] = {}
         self._generation: Any = None
         self._generation_seen = 0
+        self._held_for_fork = self._lock
+        self._fork_waited = 0.0
 
     def after_fork(self) -> None:
         """A fresh lock: a thread of the parent may have held the old one at fork time."""
         self._lock = threading.RLock()
+
+    def hold_forks(self) -> None:
+        """Make every fork of this process wait for a model load in progress in another thread.
+
+        A node's main process loads a promoted version in its listener thread while Celery's
+        main thread forks pool processes (to replace one that exited). A process forked
+        mid-load inherits whatever the load held at that instant: importlib's lock on a module
+        being imported (unpickling imports the estimator's modules; skops, s3fs and botocore
+        import lazily), with the module half-initialised in ``sys.modules``, or the flock on a
+        download. When it then loads the same version it waits on them forever, its batch
+        held until PREDICTQ_VISIBILITY_TIMEOUT. So the fork takes this cache's lock first,
+        which every load holds: the cost is a pool process replaced only once the load ends.
+
+        Hooks registered later run earlier before a fork, so this one runs before logging's
+        (which takes logging's lock, which a load may need in order to log).
+        """
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
+                            after_in_child=self.after_fork)  # fmt: skip
+
+    def _before_fork(self) -> None:
+        started = time.monotonic()
+        self._lock.acquire()
+        self._held_for_fork = self._lock
+        self._fork_waited = time.monotonic() - started
+
+    def _after_fork_in_parent(self) -> None:
+        self._held_for_fork.release()
+        if self._fork_waited > 1.0:
+            log.info("a pool process was forked %.1fs late, once a model load ended",
+                     self._fork_waited)  # fmt: skip
 
     def watch(self, generation: Any) -> None:
         """Re-check loaded versions whenever the node bumps ``generation`` (a pool process's
