@@ -241,6 +241,7 @@ def test_a_worker_with_a_wrong_password_exits_at_once_with_one_line(
     assert run.stdout == ""
 
 
+@pytest.mark.server_independent
 @pytest.mark.timeout(90)
 def test_a_worker_waits_a_bounded_time_for_a_redis_that_is_down_saying_so_now_and_then(
     tmp_path: Path,
