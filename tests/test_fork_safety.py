@@ -1,0 +1,57 @@
+"""A node's main process forks pool processes while its own threads (the promotion listener,
+the heartbeat, the sweeper) run: no fork may leave a pool process hung on what one of them held,
+and no load in progress may hold up the node itself."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from producer import Client
+from registry import Registry, keys
+
+from .conftest import wait_for
+
+
+def _constant(value: int, dataset) -> DummyClassifier:
+    x, y = dataset
+    return DummyClassifier(strategy="constant", constant=value).fit(x, y)
+
+
+@pytest.mark.timeout(60)
+def test_a_node_stops_on_sigterm_while_a_pool_process_awaits_a_load_in_progress(
+    registry: Registry, client: Client, dataset, start_worker, r, tmp_path
+) -> None:
+    """A replacement pool process waits for the node's model load in progress; the node's
+    main loop must not wait with it: a load can take minutes (a big model, a slow bucket),
+    and meanwhile the node must still obey SIGTERM (a rollout, a scale-down)."""
+    from tests.gated_import import GatedClassifier  # the gate is open: imported at once here
+
+    x, y = dataset
+    gate = tmp_path / "gate"
+    registry.register("m", _constant(0, dataset), promote=True)
+    worker = start_worker(PREDICTQ_TEST_IMPORT_GATE=str(gate))
+    assert client.wait(client.submit("m", x[:1]), timeout=30).version == 1
+    registry.register("m", GatedClassifier(strategy="constant", constant=1).fit(x, y))
+    registry.promote("m", 2)  # the node's listener starts loading v2: its import waits
+    wait_for(Path(f"{gate}.importing").exists, 30, "the node to start importing v2's module")
+    [pool] = psutil.Process(worker.proc.pid).children()
+    pool.kill()  # Celery's main loop now wants to fork its replacement
+    wait_for(lambda: not psutil.pid_exists(pool.pid), 10, "the pool process to be reaped")
+    job = client.submit("m", x[:1])
+
+    worker.proc.send_signal(signal.SIGTERM)
+    try:
+        worker.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the node ignored SIGTERM while a model load was in progress")
+    finally:
+        gate.touch()
+    assert worker.proc.returncode == 0, worker.output()
+    assert "forked once the model load in progress ends" in worker.output()
+    assert r.hget(keys.job(job), "status") == "queued"  # left for another node, not lost
