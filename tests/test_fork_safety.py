@@ -55,3 +55,32 @@ def test_a_node_stops_on_sigterm_while_a_pool_process_awaits_a_load_in_progress(
     assert worker.proc.returncode == 0, worker.output()
     assert "forked once the model load in progress ends" in worker.output()
     assert r.hget(keys.job(job), "status") == "queued"  # left for another node, not lost
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_process_forked_while_a_node_thread_is_inside_a_redis_command_serves(
+    registry: Registry, client: Client, dataset, start_worker, tmp_path
+) -> None:
+    """redis-py's pool resets itself in a forked child under its own lock (redis-py 8): a
+    lock a thread of the node held at the fork (the heartbeat's command, the sweeper's) was
+    held in the child for good, and its batch consumer never claimed a job."""
+    from tests.pool_lock_holder import LockHoldingClassifier
+
+    x, y = dataset
+    trigger = tmp_path / "hold"
+    registry.register("m", LockHoldingClassifier(strategy="constant", constant=1).fit(x, y),
+                      promote=True)  # fmt: skip
+    worker = start_worker(PREDICTQ_TEST_HOLD_POOL_LOCK=str(trigger))
+    assert client.wait(client.submit("m", x[:1]), timeout=30).predictions == [1]
+
+    trigger.touch()
+    wait_for(Path(f"{trigger}.held").exists, 10, "a thread of the node to hold the pool lock")
+    node = psutil.Process(worker.proc.pid)
+    [pool] = node.children()
+    pool.kill()  # Celery forks its replacement now, the lock held
+    wait_for(lambda: [p.pid for p in node.children()] not in ([], [pool.pid]), 15,
+             "the replacement pool process")  # fmt: skip
+    Path(f"{trigger}.release").touch()
+
+    res = client.wait(client.submit("m", x[:1]), timeout=30)
+    assert (res.status, res.predictions) == ("succeeded", [1])
