@@ -4,6 +4,7 @@ and no load in progress may hold up the node itself."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from pathlib import Path
@@ -84,3 +85,35 @@ def test_a_pool_process_forked_while_a_node_thread_is_inside_a_redis_command_ser
 
     res = client.wait(client.submit("m", x[:1]), timeout=30)
     assert (res.status, res.predictions) == ("succeeded", [1])
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_process_forked_while_a_node_thread_is_writing_a_log_line_serves(
+    registry: Registry, client: Client, dataset, start_worker, tmp_path
+) -> None:
+    """A log stream's buffer is locked while a thread writes to it: forked at that instant
+    (a log pipe that is full makes the instant long), a pool process inherited it locked and
+    waited forever on its own first log line (here: 'loaded m v2', its batch held)."""
+    from tests.slow_log_pipe import SlowLogClassifier
+
+    x, y = dataset
+    gate = tmp_path / "slow-log"
+    registry.register("m", SlowLogClassifier(strategy="constant", constant=1).fit(x, y),
+                      promote=True)  # fmt: skip
+    registry.register("m", _constant(0, dataset))
+    worker = start_worker(PREDICTQ_TEST_SLOW_LOG_PIPE=str(gate))
+    assert client.wait(client.submit("m", x[:1]), timeout=30).predictions == [1]
+
+    gate.touch()
+    wait_for(Path(f"{gate}.held").exists, 10, "a thread of the node to be writing a log line")
+    node = psutil.Process(worker.proc.pid)
+    [pool] = node.children()
+    pool.kill()
+    # Forked at once (or once the write is through: then the wait runs out).
+    with contextlib.suppress(pytest.fail.Exception):
+        wait_for(lambda: [p.pid for p in node.children()] not in ([], [pool.pid]), 5,
+                 "the replacement pool process")  # fmt: skip
+    Path(f"{gate}.release").touch()
+
+    res = client.wait(client.submit("m", x[:1], version=2), timeout=30)  # loaded, and logged
+    assert (res.status, res.predictions) == ("succeeded", [0])

@@ -27,6 +27,7 @@ from .app import celery_app
 from .batching import configure_sklearn
 from .consumer import BatchConsumer, Throttled
 from .events import TaskEvents
+from .fork_guard import hold_log_writes
 from .model_cache import ModelCache
 from .recovery import Sweeper
 from .runtime import Runtime
@@ -160,6 +161,7 @@ def _load_before_fork(sender: Any = None, **_: Any) -> None:
     """Load promoted versions in the parent, so pool processes share them copy-on-write."""
     rt = runtime()
     _state["parent_pid"] = os.getpid()
+    hold_log_writes()  # before hold_forks: its hook must run after that one
     rt.cache.hold_forks()
     # Shared memory that pool processes inherit at every fork: bumping it asks them to exit
     # after their batch so they are forked again from this process (see _recycle_pool).
