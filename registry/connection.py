@@ -10,8 +10,11 @@ are. ``RedisUnavailable`` is a ``redis.ConnectionError``, so retry loops still s
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import threading
 import time
+import weakref
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +45,33 @@ _SENTINEL_TIMEOUT = 2.0
 _SECRET_OPTIONS = {"password", "username", "sentinel_password", "sentinel_username"}
 _NO_HOST = ("Name or service not known", "nodename nor servname", "name resolution",
             "No address associated")  # fmt: skip
+
+
+# The pools of the clients connect() made: each gets fresh locks in a forked child.
+_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    """In a forked child, redis-py's pool resets itself on its first use while holding its own
+    lock (redis-py 8). A lock that another thread of the parent held at the fork (every command
+    takes it for an instant: the heartbeat's, the sweeper's) stays held in the child for good,
+    and so would that first command. Only the forking thread lives on in a child: no one there
+    holds them."""
+    for pool in list(_POOLS):
+        for name in ("_lock", "_fork_lock"):
+            if hasattr(pool, name):
+                setattr(pool, name, threading.RLock())
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
+def _tracked(client: PredictqRedis) -> PredictqRedis:
+    _POOLS.add(client.connection_pool)
+    for asked in getattr(client.sentinels, "sentinels", ()):
+        _POOLS.add(asked.connection_pool)
+    return client
 
 
 def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
@@ -287,7 +317,7 @@ def connect(url: str, **options: Any) -> redis.Redis:
             f"{sentinel.SYNTAX} for Sentinel"
         ) from e
     client.where = where
-    return client
+    return _tracked(client)
 
 
 def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.Redis:
@@ -313,7 +343,7 @@ def _connect_sentinel(url: str, where: str, settings: dict[str, Any]) -> redis.R
     client.where = where
     client.sentinels = manager
     client.following = _Following(client.connection_pool)
-    return client
+    return _tracked(client)
 
 
 def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:

@@ -27,6 +27,8 @@ from .app import celery_app
 from .batching import configure_sklearn
 from .consumer import BatchConsumer, Throttled
 from .events import TaskEvents
+from .fork_guard import hold_log_writes
+from .model_cache import ModelCache
 from .recovery import Sweeper
 from .runtime import Runtime
 
@@ -159,6 +161,7 @@ def _load_before_fork(sender: Any = None, **_: Any) -> None:
     """Load promoted versions in the parent, so pool processes share them copy-on-write."""
     rt = runtime()
     _state["parent_pid"] = os.getpid()
+    hold_log_writes()  # before hold_forks: its hook must run after that one
     rt.cache.hold_forks()
     # Shared memory that pool processes inherit at every fork: bumping it asks them to exit
     # after their batch so they are forked again from this process (see _recycle_pool).
@@ -232,6 +235,8 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
         if _state["pool"] is not None and metrics.enabled():
             _report_exits(_state["pool"]._pool)
         rt = runtime()
+        if _state["pool"] is not None:
+            _replace_between_loads(_state["pool"]._pool, rt.cache)
         _start_listener(rt)
         # Jobs the sweeper fails (a crash, a time limit) end in Flower too.
         on = _state["task_events"] and get_settings().batching
@@ -265,6 +270,32 @@ class NodeServices(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 celery_app.steps["worker"].add(NodeServices)
+
+
+def _replace_between_loads(pool: Any, cache: ModelCache) -> None:
+    """Have the pool fork replacements for exited processes only while no model load runs.
+
+    A process forked mid-load inherits what the load held (see ModelCache.hold_forks), so its
+    fork must wait for the load; but Celery forks from the node's main loop, which must not
+    wait a load out: a big model or a slow bucket takes minutes, and meanwhile the node would
+    ignore SIGTERM. billiard's maintain_pool reaps exited processes, then forks one for each
+    missing; while a load runs the forks are skipped, and the next maintain_pool (Celery runs
+    it every 5 s) makes them. Other forks (a remote pool_grow) still wait in hold_forks's hook.
+    """
+    repopulate = pool._repopulate_pool
+    deferred = [False]
+
+    def _repopulate_pool(exitcodes: Any) -> Any:
+        with cache.unless_loading() as free:
+            if free:
+                deferred[0] = False
+                return repopulate(exitcodes)
+        if not deferred[0] and len(pool._pool) < pool._processes:
+            deferred[0] = True
+            log.info("a pool process will be forked once the model load in progress ends")
+        return None
+
+    pool._repopulate_pool = _repopulate_pool
 
 
 def _report_exits(pool: Any) -> None:

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,12 +74,25 @@ class ModelCache:
         download. When it then loads the same version it waits on them forever, its batch
         held until PREDICTQ_VISIBILITY_TIMEOUT. So the fork takes this cache's lock first,
         which every load holds: the cost is a pool process replaced only once the load ends.
+        Celery's own replacements do not even wait here (lifecycle._replace_between_loads):
+        its main loop must go on meanwhile.
 
         Hooks registered later run earlier before a fork, so this one runs before logging's
         (which takes logging's lock, which a load may need in order to log).
         """
         os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
                             after_in_child=self.after_fork)  # fmt: skip
+
+    @contextlib.contextmanager
+    def unless_loading(self) -> Iterator[bool]:
+        """Hold this cache, without waiting, unless another thread is loading a version;
+        yields whether it is held. A fork made meanwhile finds it held by its own thread."""
+        held = self._lock.acquire(blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                self._lock.release()
 
     def _before_fork(self) -> None:
         started = time.monotonic()
