@@ -33,6 +33,7 @@ from producer import Client
 from registry import InvalidInput, Registry, Settings
 
 from .conftest import REPO, RedisServer, Worker, finished, wait_for
+from .poison import SlowClassifier
 
 FEATURES = ["a", "b", "c", "d"]
 MILLION = 1_000_000
@@ -494,16 +495,21 @@ def test_a_run_again_after_a_failure_not_about_the_rows_runs_those_jobs_again(
 
 @pytest.mark.timeout(90)
 def test_a_full_queue_slows_a_run_down_instead_of_ending_it(
-    env: dict[str, str], client: Client, models: dict[str, Any], data: Path
+    env: dict[str, str], client: Client, data: Path
 ) -> None:
     # PREDICTQ_MAX_QUEUED far below the jobs a run keeps in flight: each refusal is waited out
-    # (nothing of a refused submission was enqueued) and the file is scored whole.
+    # (nothing of a refused submission was enqueued) and the file is scored whole. The model
+    # takes 0.5 s per 10-job submission, and a run submits a block's slices back to back: the
+    # worker's two processes hold two, the third waits in the queue, and the fourth is refused.
+    # (With a fast model, whether the queue ever filled was a race the workers could win.)
+    slow = SlowClassifier(delay=0.05).fit(np.zeros((2, 4)), np.array([0, 1]))
+    Registry(settings=_settings(env)).register("slow-score", slow, promote=True)
     frame = _frame(60_000, 8)
     path = data / "busy.csv"
     _write_csv(frame, path)
     out = data / "busy-out.csv"
     run = _run({**env, "PREDICTQ_MAX_QUEUED": "10"},
-               "named", str(path), "-o", str(out), "--id-column", "id", "--json")  # fmt: skip
+               "slow-score", str(path), "-o", str(out), "--id-column", "id", "--json")  # fmt: skip
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["failed"] == 0 and summary["jobs_submitted"] == 60
@@ -511,4 +517,4 @@ def test_a_full_queue_slows_a_run_down_instead_of_ending_it(
     result = pd.read_csv(out, keep_default_na=False)
     assert result["id"].tolist() == frame["id"].tolist()
     assert np.array_equal(result["prediction"].to_numpy(),
-                          models["named"].predict(frame[FEATURES]))  # fmt: skip
+                          slow.predict(frame[FEATURES].to_numpy()))  # fmt: skip
