@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from pathlib import Path
 
-import psutil
-import pytest
 from sklearn.dummy import DummyClassifier
 
 from producer import Client
 from registry import Registry, keys
-
-from .conftest import wait_for
 
 
 def _constant(value: int, dataset) -> DummyClassifier:
@@ -94,38 +88,3 @@ def test_a_promotion_with_a_custom_alias_is_served_on_that_alias(
         1,
         "production",
     )
-
-
-@pytest.mark.timeout(90)
-def test_a_pool_process_replaced_while_the_node_imports_a_new_version_serves_it(
-    registry: Registry, client: Client, dataset, start_worker, r, tmp_path
-) -> None:
-    """A pool process forked while the node's main process was importing the promoted
-    version's module inherited importlib's lock on it, held by a thread it does not have: it
-    then waited on that lock forever when it loaded the version itself (seen in CI, with skops).
-    """
-    from tests.gated_import import GatedClassifier  # the gate is open: imported at once here
-
-    x, y = dataset
-    gate = tmp_path / "gate"
-    registry.register("m", _constant(0, dataset), promote=True)
-    worker = start_worker(PREDICTQ_TEST_IMPORT_GATE=str(gate))
-    assert client.wait(client.submit("m", x[:1]), timeout=30).version == 1
-    registry.register("m", GatedClassifier(strategy="constant", constant=1).fit(x, y))
-    registry.promote("m", 2)  # the node's listener starts loading v2: its import waits
-    wait_for(Path(f"{gate}.importing").exists, 30, "the node to start importing v2's module")
-
-    # The pool process dies mid-import (a job killed it, say); Celery forks its replacement
-    # at once or at its next pool check (every 5 s). A v2 job is waiting for it.
-    [pool] = psutil.Process(worker.proc.pid).children()
-    pool.kill()
-    job = client.submit("m", x[:1])
-    # The import stays in progress past Celery's check, or until a process took the job (none
-    # does: no process is forked while a model loads).
-    with contextlib.suppress(pytest.fail.Exception):
-        wait_for(lambda: r.hget(keys.job(job), "status") != "queued", 7, "a process to take it")
-    gate.touch()
-
-    res = client.wait(job, timeout=30)
-    assert (res.status, res.version, res.predictions) == ("succeeded", 2, [1])
-    assert "forked" in worker.output() and worker.proc.poll() is None
