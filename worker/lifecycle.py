@@ -283,15 +283,16 @@ def _replace_between_loads(pool: Any, cache: ModelCache) -> None:
     it every 5 s) makes them. Other forks (a remote pool_grow) still wait in hold_forks's hook.
     """
     repopulate = pool._repopulate_pool
-    deferred = [False]
+    deferred = False  # said once per load
 
     def _repopulate_pool(exitcodes: Any) -> Any:
+        nonlocal deferred
         with cache.unless_loading() as free:
             if free:
-                deferred[0] = False
+                deferred = False
                 return repopulate(exitcodes)
-        if not deferred[0] and len(pool._pool) < pool._processes:
-            deferred[0] = True
+        if not deferred and len(pool._pool) < pool._processes:
+            deferred = True
             log.info("a pool process will be forked once the model load in progress ends")
         return None
 

@@ -56,7 +56,6 @@ class ModelCache:
         self._failed: dict[tuple[str, int], tuple[PredictqError, float]] = {}
         self._generation: Any = None
         self._generation_seen = 0
-        self._held_for_fork = self._lock
         self._fork_waited = 0.0
 
     def after_fork(self) -> None:
@@ -101,11 +100,10 @@ class ModelCache:
     def _before_fork(self) -> None:
         started = time.monotonic()
         self._lock.acquire()
-        self._held_for_fork = self._lock
         self._fork_waited = time.monotonic() - started
 
     def _after_fork_in_parent(self) -> None:
-        self._held_for_fork.release()
+        self._lock.release()  # only a child replaces it (after_fork)
         if self._fork_waited > 1.0:
             log.info("a pool process was forked %.1fs late, once a model load ended",
                      self._fork_waited)  # fmt: skip
