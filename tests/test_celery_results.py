@@ -29,7 +29,7 @@ from producer.messages import batch_message, task_message
 from registry import Registry, Settings, keys
 from worker import envelope
 
-from .conftest import REPO, RedisServer, Worker
+from .conftest import REPO, RedisServer, Worker, module_env
 from .poison import KillerClassifier
 
 NODE_DIR = REPO / "tests" / "node"
@@ -62,9 +62,7 @@ def stack(
     r = redis.Redis.from_url(url, decode_responses=True)
     r.flushdb()
     env = {
-        "PREDICTQ_REDIS_URL": url,
-        "PREDICTQ_HOME": str(home / "home"),
-        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
+        **module_env(redis_server, home),
         # A job that kills its process is contained at its first crash.
         "PREDICTQ_MAX_ATTEMPTS": "1",
     }

@@ -21,7 +21,7 @@ from producer import Client
 from registry import Registry, Settings, keys
 from worker.recovery import Sweeper
 
-from .conftest import RedisServer, Worker
+from .conftest import RedisServer, Worker, module_env
 from .poison import PoisonClassifier
 from .test_cli import predictq
 
@@ -64,11 +64,7 @@ def cli(
     home = tmp_path_factory.mktemp("cli")
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     r.flushdb()
-    env = {
-        "PREDICTQ_REDIS_URL": redis_server.url,
-        "PREDICTQ_HOME": str(home / "home"),
-        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
-    }
+    env = module_env(redis_server, home)
     settings = Settings(redis_url=redis_server.url, home=home / "home",
                         artifact_dir=home / "artifacts", alias_cache_seconds=0)  # fmt: skip
     registry = Registry(settings=settings)

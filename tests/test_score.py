@@ -32,7 +32,7 @@ from sklearn.preprocessing import OneHotEncoder
 from producer import Client
 from registry import InvalidInput, Registry, Settings
 
-from .conftest import REPO, RedisServer, Worker, finished, wait_for
+from .conftest import REPO, RedisServer, Worker, finished, module_env, wait_for
 from .poison import SlowClassifier
 
 FEATURES = ["a", "b", "c", "d"]
@@ -45,11 +45,7 @@ def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     r = redis.Redis.from_url(redis_server.url)
     r.flushdb()
     r.close()
-    return {
-        "PREDICTQ_REDIS_URL": redis_server.url,
-        "PREDICTQ_HOME": str(home / "home"),
-        "PREDICTQ_ARTIFACT_DIR": str(home / "artifacts"),
-    }
+    return module_env(redis_server, home)
 
 
 @pytest.fixture(scope="module")
